@@ -1,0 +1,1 @@
+"""Data-processing building blocks; see :mod:`proxima.data.pipeline`."""

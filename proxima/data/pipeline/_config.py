@@ -1,0 +1,164 @@
+"""Configuration classes: frozen attrs classes validated on construction.
+
+They are immutable so a validated value stays valid; derive a changed copy
+with :func:`attrs.evolve` (which re-runs the validators).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from . import _validators as v
+from ._enums import RetryStrategy
+from ._errors import PipelineCancelledException
+
+__all__ = ["PipelineConfig", "RetryConfig", "TimeoutConfig"]
+
+
+def _to_strategy(value: Any) -> RetryStrategy:
+    if isinstance(value, RetryStrategy):
+        return value
+    try:
+        return RetryStrategy(value)
+    except ValueError:
+        choices = ", ".join(repr(s.value) for s in RetryStrategy)
+        raise ValueError(
+            f"RetryConfig.strategy must be a RetryStrategy or one of {choices}, got {value!r}"
+        ) from None
+
+
+def _to_exception_types(value: Any) -> tuple[type[BaseException], ...] | None:
+    if value is None:
+        return None
+    items: Iterable[Any] = (value,) if isinstance(value, type) else value
+    try:
+        types = tuple(items)
+    except TypeError:
+        raise TypeError(
+            "RetryConfig.retry_on_exceptions must be None or a tuple of exception "
+            f"types, got {value!r}"
+        ) from None
+    for item in types:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(
+                "RetryConfig.retry_on_exceptions must hold exception types, "
+                f"got {item!r} in {value!r}"
+            )
+    return types
+
+
+@attrs.frozen
+class RetryConfig:
+    """How often and how patiently a failed stage is tried again.
+
+    ``max_retries`` counts retries, so a stage runs at most ``1 + max_retries``
+    times; ``RetryStrategy.NONE`` means one attempt whatever ``max_retries``
+    says. ``retry_on_exceptions=None`` retries any ``Exception``; a tuple
+    retries only those types (and subclasses). Cancellation and
+    ``KeyboardInterrupt`` are never retried, nor is
+    ``PipelineCancelledException``. Timeouts are governed by
+    ``retry_on_timeout`` alone.
+    """
+
+    max_retries: int = attrs.field(default=3, validator=v.at_least(0, integer=True))
+    strategy: RetryStrategy = attrs.field(
+        default=RetryStrategy.EXPONENTIAL_BACKOFF, converter=_to_strategy
+    )
+    initial_delay_seconds: float = attrs.field(default=1.0, validator=v.delay)
+    max_delay_seconds: float = attrs.field(default=60.0, validator=v.delay)
+    backoff_factor: float = attrs.field(default=2.0, validator=v.at_least(1))
+    retry_on_exceptions: tuple[type[BaseException], ...] | None = attrs.field(
+        default=None, converter=_to_exception_types
+    )
+    retry_on_timeout: bool = attrs.field(default=True, validator=v.boolean)
+
+    @property
+    def max_attempts(self) -> int:
+        """The most attempts a stage gets under this config."""
+        return 1 if self.strategy is RetryStrategy.NONE else 1 + self.max_retries
+
+    def get_delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (counted from 0).
+
+        CONSTANT waits ``initial``; LINEAR_BACKOFF ``initial * (attempt + 1)``;
+        EXPONENTIAL_BACKOFF ``initial * backoff_factor ** attempt``; IMMEDIATE
+        and NONE wait 0. Every delay is capped at ``max_delay_seconds``.
+        """
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+            raise ValueError(f"attempt must be an int >= 0, got {attempt!r}")
+        strategy = self.strategy
+        initial = self.initial_delay_seconds
+        if strategy is RetryStrategy.CONSTANT:
+            delay = initial
+        elif strategy is RetryStrategy.LINEAR_BACKOFF:
+            delay = initial * (attempt + 1)
+        elif strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
+            try:
+                delay = initial * self.backoff_factor**attempt
+            except OverflowError:
+                delay = self.max_delay_seconds
+        else:
+            delay = 0.0
+        return float(min(delay, self.max_delay_seconds))
+
+    def should_retry(self, exc: BaseException | None, *, attempt: int) -> bool:
+        """Whether a failed attempt number ``attempt`` (from 1) gets a retry.
+
+        ``exc=None`` means the attempt timed out.
+        """
+        if attempt >= self.max_attempts:
+            return False
+        if exc is None:
+            return self.retry_on_timeout
+        if not isinstance(exc, Exception) or isinstance(exc, PipelineCancelledException):
+            return False
+        wanted = self.retry_on_exceptions
+        return wanted is None or isinstance(exc, wanted)
+
+
+@attrs.frozen
+class TimeoutConfig:
+    """Time limits. ``None`` means no limit; numbers must be finite and > 0
+    (the grace period may be 0: cancel at once).
+
+    The stage timeout applies to each attempt separately; the pipeline timeout
+    runs from the start of ``execute()``, pauses included.
+    """
+
+    stage_timeout_seconds: float | None = attrs.field(default=300.0, validator=v.timeout())
+    pipeline_timeout_seconds: float | None = attrs.field(default=3600.0, validator=v.timeout())
+    cleanup_timeout_seconds: float | None = attrs.field(default=30.0, validator=v.timeout())
+    grace_period_seconds: float | None = attrs.field(
+        default=5.0, validator=v.timeout(allow_zero=True)
+    )
+
+
+@attrs.frozen
+class PipelineConfig:
+    """Everything about a pipeline that is not its stages.
+
+    ``continue_on_error=True`` is keep-going mode: a failed stage only skips
+    its dependents. ``parallel_stages=False`` runs one stage at a time, in
+    earliest-added topological order.
+    """
+
+    name: str = attrs.field(default="pipeline", validator=v.non_empty_str)
+    retry: RetryConfig = attrs.field(
+        factory=RetryConfig, validator=attrs.validators.instance_of(RetryConfig)
+    )
+    timeout: TimeoutConfig = attrs.field(
+        factory=TimeoutConfig, validator=attrs.validators.instance_of(TimeoutConfig)
+    )
+    continue_on_error: bool = attrs.field(default=False, validator=v.boolean)
+    parallel_stages: bool = attrs.field(default=True, validator=v.boolean)
+    max_parallel: int = attrs.field(default=4, validator=v.at_least(1, integer=True))
+    collect_metrics: bool = attrs.field(default=True, validator=v.boolean)
+    cleanup_on_cancel: bool = attrs.field(default=True, validator=v.boolean)
+
+    @property
+    def concurrency_limit(self) -> int:
+        """How many attempts may run at once under this config."""
+        return self.max_parallel if self.parallel_stages else 1
