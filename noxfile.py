@@ -1,0 +1,68 @@
+"""Sessions named for what they do: `nox -s tests`, `nox -s lint`, ...
+
+`nox -s tests` is the suite CI runs (every backend in one run);
+`nox -s tests_backend` runs it once per backend.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+BACKENDS = {"asyncio": "asyncio", "trio": "trio", "uvloop": "uvloop"}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, on asyncio, trio and asyncio+uvloop."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS))
+def tests_backend(session: nox.Session, backend: str) -> None:
+    """The async tests on one backend only (plus the sync tests)."""
+    session.install("-e", ".[test]")
+    others = " and ".join(f"not {b}" for b in BACKENDS if b != backend)
+    session.run("pytest", "-k", others, *session.posargs)
+
+
+@nox.session
+def properties(session: nox.Session) -> None:
+    """Property-based tests with a larger example budget than the default run."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "tests/properties", "--hypothesis-profile=thorough", *session.posargs
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "proxima", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "proxima", "tests", "benchmarks", "examples", "noxfile.py"
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the example pipeline (`nox -s demo -- --backend trio` for trio)."""
+    session.install("-e", ".[trio,rich]")
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against a lean anyio baseline; see benchmarks/README.md."""
+    session.install("-e", ".[trio,uvloop]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
