@@ -21,6 +21,10 @@ from ._errors import PipelineTimeoutException as PipelineTimeoutException
 from ._errors import PipelineValidationError as PipelineValidationError
 from ._errors import StageExecutionException as StageExecutionException
 from ._errors import StageTimeoutException as StageTimeoutException
+from ._events import EventKind as EventKind
+from ._events import EventStream as EventStream
+from ._events import Listener as Listener
+from ._events import PipelineEvent as PipelineEvent
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineBuilder as PipelineBuilder
 from ._pipeline import run_pipeline as run_pipeline
@@ -34,12 +38,16 @@ from ._stage import stage as stage
 __all__ = [
     "CancellationReason",
     "DependencyFailedException",
+    "EventKind",
+    "EventStream",
+    "Listener",
     "Pipeline",
     "PipelineAlreadyRunningError",
     "PipelineBuilder",
     "PipelineCancelledException",
     "PipelineConfig",
     "PipelineContext",
+    "PipelineEvent",
     "PipelineException",
     "PipelineResult",
     "PipelineStatus",

@@ -7,10 +7,11 @@ it owns only what a caller sees between runs (``status``, ``result``).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 import anyio
@@ -20,6 +21,7 @@ from ._config import PipelineConfig, RetryConfig
 from ._context import PipelineContext
 from ._enums import CancellationReason, PipelineStatus, RetryStrategy, StageStatus
 from ._errors import PipelineAlreadyRunningError, PipelineValidationError
+from ._events import EventStream, Listener
 from ._graph import Plan, plan
 from ._results import PipelineResult
 from ._scheduler import Run
@@ -49,6 +51,7 @@ class Pipeline:
         self._run: Run | None = None
         self._context: PipelineContext | None = None
         self._result: PipelineResult | None = None
+        self._listeners: list[Listener] = []
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} stages={len(self._stages)} status={self.status.name}>"
@@ -113,7 +116,7 @@ class Pipeline:
             raise PipelineAlreadyRunningError(f"pipeline {self.name!r} is already running")
         run_plan = self._get_plan()
         ctx = PipelineContext(self.pipeline_id, self.config)
-        run = Run(run_plan, self.config, ctx, initial_input)
+        run = Run(run_plan, self.config, ctx, initial_input, self._listeners)
         self._run, self._context = run, ctx
         try:
             result = await run.execute()
@@ -153,6 +156,45 @@ class Pipeline:
         """Let held-back attempts start at once. No-op when idle."""
         if self._run is not None and self._context is not None:
             self._context.resume()
+
+    # -- observing ------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every :class:`PipelineEvent` of every run.
+
+        Listeners run synchronously on the event loop's thread, in the order
+        they were added; keep them quick. One that raises is logged and
+        skipped: it never breaks the run. May be called during a run.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners.append(listener)
+        if self._run is not None:
+            self._run.emitter.refresh()
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; a listener that was never added is ignored."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+        if self._run is not None:
+            self._run.emitter.refresh()
+
+    @contextlib.asynccontextmanager
+    async def events(self, max_buffer: int = 1000) -> AsyncIterator[EventStream]:
+        """Iterate over the events of the next (or current) run.
+
+        ``async with pipeline.events() as stream: async for event in stream``
+        ends after the run's ``RUN_FINISHED`` event. The buffer holds
+        ``max_buffer`` events and never blocks the run: a consumer that falls
+        behind loses the oldest events (counted in ``stream.dropped``), never
+        the final one.
+        """
+        stream = EventStream(max_buffer)
+        self.add_listener(stream)
+        try:
+            yield stream
+        finally:
+            self.remove_listener(stream)
+            stream.close()
 
     # -- state --------------------------------------------------------------------------
     @property

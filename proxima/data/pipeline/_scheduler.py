@@ -24,7 +24,6 @@ from __future__ import annotations
 import enum
 import heapq
 import inspect
-import logging
 import math
 import time
 from typing import Any
@@ -40,8 +39,8 @@ from ._errors import (
     PipelineCancelledException,
     StageTimeoutException,
 )
+from ._events import Emitter, EventKind, Listener
 from ._graph import Plan
-from ._log import logger
 from ._results import PipelineResult, StageResult
 
 __all__ = ["Run"]
@@ -132,6 +131,7 @@ class Run:
         config: PipelineConfig,
         ctx: PipelineContext,
         initial_input: Any,
+        listeners: list[Listener] | None = None,
     ) -> None:
         self._plan = plan
         self._config = config
@@ -153,6 +153,8 @@ class Run:
         self._wakeup: anyio.Event | None = None
         self._done: anyio.Event | None = None
         self._cleanup_errors: dict[str, str] = {}
+        self._cleanup_log: dict[str, dict[str, Any]] = {}
+        self.emitter = Emitter(ctx.pipeline_id, config.name, [] if listeners is None else listeners)
         self.result: PipelineResult | None = None
 
     # -- live state (R2.5, R10.1) -------------------------------------------
@@ -170,10 +172,10 @@ class Run:
         self._stop(_Origin.USER, reason)
 
     def on_pause(self) -> None:
-        logger.info("pipeline %s paused", self._config.name)
+        self.emitter.emit(EventKind.RUN_PAUSED, status=PipelineStatus.PAUSED)
 
     def on_resume(self) -> None:
-        logger.info("pipeline %s resumed", self._config.name)
+        self.emitter.emit(EventKind.RUN_RESUMED, status=PipelineStatus.RUNNING)
         self._fill_slots()
 
     # -- the supervising task ---------------------------------------------------
@@ -188,6 +190,7 @@ class Run:
         self._wakeup = anyio.Event()
         self._done = anyio.Event()
         ctx._attach(self)
+        self.emitter.emit(EventKind.RUN_STARTED, status=PipelineStatus.RUNNING)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -225,12 +228,15 @@ class Run:
     # -- scheduling ---------------------------------------------------------------
     def _queue_roots(self) -> None:
         now = _perf()
+        verbose = self.emitter.verbose
         for run in self._runs:
             if run.waiting == 0:
                 run.input = self._initial_input
                 run.status = _QUEUED
                 run.ready_at = now
                 self._ready.append(run.position)  # ascending: already a heap
+                if verbose:
+                    self._emit_queued(run)
         self._fill_slots()
         self._check_finished()
 
@@ -272,6 +278,16 @@ class Run:
                 dependent.status = _QUEUED
                 dependent.ready_at = now
                 heapq.heappush(self._ready, position)
+                if self.emitter.verbose:
+                    self._emit_queued(dependent)
+
+    def _emit_queued(self, run: _StageRun) -> None:
+        self.emitter.emit(
+            EventKind.STAGE_QUEUED,
+            stage_id=run.stage.stage_id,
+            attempt=run.attempts + 1,
+            status=_QUEUED,
+        )
 
     # -- one attempt ----------------------------------------------------------------
     async def _attempt(self, run: _StageRun) -> None:
@@ -289,6 +305,13 @@ class Run:
         if run.start_wall is None:
             run.start_wall = wall
             self._started.append(run)
+        if self.emitter.verbose:
+            self.emitter.emit(
+                EventKind.STAGE_STARTED,
+                stage_id=run.stage.stage_id,
+                attempt=run.attempts,
+                status=_RUNNING,
+            )
         current_stage_metrics.set(run.metrics)
         timeout = run.timeout
         value: Any = None
@@ -350,7 +373,17 @@ class Run:
         if not self._stopping and run.retry.should_retry(
             None if timed_out else failure, attempt=attempt
         ):
-            await self._retry_later(run, run.retry.get_delay(attempt - 1))
+            delay = run.retry.get_delay(attempt - 1)
+            self.emitter.emit(
+                EventKind.STAGE_RETRYING,
+                stage_id=run.stage.stage_id,
+                attempt=attempt,
+                status=_RETRYING,
+                delay=delay,
+                error=_describe(failure),
+                exception=failure,
+            )
+            await self._retry_later(run, delay)
         else:
             self._stage_failed(run, _TIMED_OUT if timed_out else _FAILED, failure)
         self._fill_slots()
@@ -380,6 +413,8 @@ class Run:
         run.status = _QUEUED
         run.ready_at = _perf()
         heapq.heappush(self._ready, run.position)
+        if self.emitter.verbose:
+            self._emit_queued(run)
 
     def _task_done(self) -> None:
         self._alive -= 1
@@ -417,13 +452,16 @@ class Run:
         )
         run.final = result
         self._ctx._results[stage.stage_id] = result
-        if status is not _COMPLETED and logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "stage %s ended %s: %s",
-                stage.stage_id,
-                status.name,
-                result.error,
-                extra={"pipeline": self._config.name, "stage_id": stage.stage_id},
+        if status is not _COMPLETED or self.emitter.verbose:
+            self.emitter.emit(
+                EventKind.STAGE_FINISHED,
+                stage_id=stage.stage_id,
+                attempt=run.attempts,
+                status=status,
+                error=result.error,
+                exception=exc,
+                duration_ms=result.duration_ms,
+                stage_result=result,
             )
 
     def _stage_failed(self, run: _StageRun, status: StageStatus, exc: BaseException) -> None:
@@ -451,13 +489,12 @@ class Run:
             return
         self._stopping = True
         self._origin = origin
-        logger.info(
-            "pipeline %s stopping: %s",
-            self._config.name,
-            reason.value,
-            extra={"pipeline": self._config.name, "reason": reason.value},
-        )
         self._ctx._cancel(reason)
+        self.emitter.emit(
+            EventKind.STOP_REQUESTED,
+            status=PipelineStatus.RUNNING,
+            reason=self._ctx.cancellation_reason,
+        )
         for run in self._delaying:
             if run.scope is not None:
                 run.scope.cancel()
@@ -494,6 +531,7 @@ class Run:
                     "attempt": run.attempts,
                     "start_time": wall,
                     "duration_ms": (_perf() - started) * 1000.0,
+                    "queue_wait_ms": (started - run.ready_at) * 1000.0,
                     "outcome": outcome,
                     "error": None if exc is None else _describe(exc),
                 }
@@ -528,11 +566,20 @@ class Run:
                 result.metadata["pipeline_timeout_seconds"] = (
                     self._config.timeout.pipeline_timeout_seconds
                 )
+        if self._cleanup_log:
+            result.metadata["cleanup"] = self._cleanup_log
         if self._cleanup_errors:
             result.metadata["cleanup_errors"] = self._cleanup_errors
         if self._ctx.metrics:
             result.metadata["metrics"] = dict(self._ctx.metrics)
         self.result = result
+        self.emitter.emit(
+            EventKind.RUN_FINISHED,
+            status=result.status,
+            reason=result.cancellation_reason,
+            duration_ms=result.duration_ms,
+            pipeline_result=result,
+        )
         return result
 
     def _final_status(self) -> PipelineStatus:
@@ -560,6 +607,7 @@ class Run:
             if handler is None:
                 continue
             stage_id = run.stage.stage_id
+            started, wall = _perf(), _wall()
             with anyio.move_on_after(limit) as scope:
                 try:
                     outcome = handler(ctx)
@@ -569,13 +617,16 @@ class Run:
                     self._cleanup_errors[stage_id] = _describe(exc)
             if scope.cancel_called and stage_id not in self._cleanup_errors:
                 self._cleanup_errors[stage_id] = f"cleanup timed out after {limit:g}s"
-            if stage_id in self._cleanup_errors:
-                logger.warning(
-                    "cleanup of stage %s failed: %s",
-                    stage_id,
-                    self._cleanup_errors[stage_id],
-                    extra={"pipeline": self._config.name, "stage_id": stage_id},
-                )
+            error = self._cleanup_errors.get(stage_id)
+            duration_ms = (_perf() - started) * 1000.0
+            self._cleanup_log[stage_id] = {
+                "start_time": wall,
+                "duration_ms": duration_ms,
+                "error": error,
+            }
+            self.emitter.emit(
+                EventKind.CLEANUP_FINISHED, stage_id=stage_id, error=error, duration_ms=duration_ms
+            )
 
 
 def _describe(exc: BaseException) -> str:
