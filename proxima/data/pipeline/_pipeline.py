@@ -17,6 +17,7 @@ from typing import Any, Literal
 import anyio
 import attrs
 
+from . import _render
 from ._config import PipelineConfig, RetryConfig
 from ._context import PipelineContext
 from ._enums import CancellationReason, PipelineStatus, RetryStrategy, StageStatus
@@ -93,6 +94,21 @@ class Pipeline:
         """Raise :class:`PipelineValidationError` for an unknown dependency, a
         self-dependency or a cycle (with its path); otherwise do nothing."""
         self._get_plan()
+
+    def to_mermaid(self) -> str:
+        """The stage graph as a Mermaid flowchart (``flowchart LR``)."""
+        return _render.to_mermaid(
+            self._graph(), {s.stage_id: s.name for s in self._stages.values()}
+        )
+
+    def to_dot(self) -> str:
+        """The stage graph as Graphviz DOT text."""
+        names = {s.stage_id: s.name for s in self._stages.values()}
+        return _render.to_dot(self._graph(), names, self.name)
+
+    def _graph(self) -> dict[str, tuple[str, ...]]:
+        self.validate()
+        return {s.stage_id: s.dependencies for s in self._stages.values()}
 
     def _get_plan(self) -> Plan:
         if self._plan is None:

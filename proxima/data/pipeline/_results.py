@@ -6,10 +6,13 @@ them must stay cheap); ``to_dict()`` output always survives ``json.dumps``.
 
 from __future__ import annotations
 
+import os
+import pathlib
 from typing import Any
 
 import attrs
 
+from . import _render
 from ._enums import CancellationReason, PipelineStatus, StageStatus
 from ._errors import (
     DependencyFailedException,
@@ -110,6 +113,8 @@ class PipelineResult:
     end_time: float | None = None
     cancellation_reason: CancellationReason | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: Stage id -> the ids it depends on; lets a result draw its own graph.
+    dependencies: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
 
     @property
     def duration_ms(self) -> float | None:
@@ -180,7 +185,27 @@ class PipelineResult:
             "failed_stages": self.failed_stages,
             "stage_results": {sid: r.to_dict() for sid, r in self.stage_results.items()},
             "metadata": jsonable(self.metadata),
+            "dependencies": {sid: list(deps) for sid, deps in self.dependencies.items()},
         }
+
+    def to_mermaid(self) -> str:
+        """The run's graph as a Mermaid flowchart, nodes coloured by final status."""
+        names = {sid: r.stage_name for sid, r in self.stage_results.items()}
+        statuses = {sid: r.status for sid, r in self.stage_results.items()}
+        return _render.to_mermaid(self._graph(), names, statuses)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained HTML report: the graph coloured by status, a
+        timeline of every attempt (slot wait, attempts, retry delays,
+        cleanup) with hover titles, and the summary table. Written to
+        ``path`` when given; the HTML is returned either way."""
+        document = _render.html_report(self)
+        if path is not None:
+            pathlib.Path(path).write_text(document, encoding="utf-8")
+        return document
+
+    def _graph(self) -> dict[str, tuple[str, ...]]:
+        return {sid: self.dependencies.get(sid, ()) for sid in self.stage_results}
 
     def raise_for_status(self) -> None:
         """Raise unless the run COMPLETED; the exception carries ``.result``.

@@ -555,6 +555,7 @@ class Run:
             _wall(),
             None,
             {},
+            {stage.stage_id: stage.dependencies for stage in self._plan.stages},
         )
         if origin is not None:
             result.cancellation_reason = (
