@@ -320,9 +320,15 @@ class PipelineBuilder:
         return self
 
     def with_parallel(
-        self, enabled: bool = True, max_parallel: int | _Unset = UNSET
+        self, enabled: bool | _Unset = UNSET, max_parallel: int | _Unset = UNSET
     ) -> PipelineBuilder:
-        """Run independent stages concurrently, at most ``max_parallel`` at once."""
+        """Run independent stages concurrently, at most ``max_parallel`` at once.
+
+        Only the arguments given change; ``with_parallel()`` alone turns
+        parallel execution on.
+        """
+        if enabled is UNSET and max_parallel is UNSET:
+            enabled = True
         self._config = attrs.evolve(
             self._config, **_given(parallel_stages=enabled, max_parallel=max_parallel)
         )
