@@ -25,9 +25,11 @@ from ._events import EventKind as EventKind
 from ._events import EventStream as EventStream
 from ._events import Listener as Listener
 from ._events import PipelineEvent as PipelineEvent
+from ._otel import OpenTelemetryListener as OpenTelemetryListener
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import PipelineBuilder as PipelineBuilder
 from ._pipeline import run_pipeline as run_pipeline
+from ._progress import RichProgress as RichProgress
 from ._results import PipelineResult as PipelineResult
 from ._results import StageResult as StageResult
 from ._retry import with_retry as with_retry
@@ -41,6 +43,7 @@ __all__ = [
     "EventKind",
     "EventStream",
     "Listener",
+    "OpenTelemetryListener",
     "Pipeline",
     "PipelineAlreadyRunningError",
     "PipelineBuilder",
@@ -55,6 +58,7 @@ __all__ = [
     "PipelineValidationError",
     "RetryConfig",
     "RetryStrategy",
+    "RichProgress",
     "Stage",
     "StageExecutionException",
     "StageResult",
