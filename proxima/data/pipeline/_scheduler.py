@@ -538,11 +538,19 @@ class Run:
             )
 
     async def _finish_run(self, start_wall: float) -> PipelineResult:
-        """Cleanup after a stop (R5.4), then the result (R6.3, R7.1)."""
-        origin = self._origin
-        if origin is not None and self._config.cleanup_on_cancel:
+        """Cleanup after a stop (R5.4), then the result (R6.3, R7.1).
+
+        Raises the caller's cancellation if it interrupted a cleanup (only an
+        asyncio ``Task.cancel()`` can reach into the shielded scope), after
+        the result is recorded.
+        """
+        interrupted: BaseException | None = None
+        if self._origin is not None and self._config.cleanup_on_cancel:
             with anyio.CancelScope(shield=True):
-                await self._cleanup()
+                interrupted = await self._cleanup()
+        if interrupted is not None:
+            self._origin = _Origin.EXTERNAL
+        origin = self._origin
         for run in self._runs:
             if not run.status.is_terminal:
                 self._end_stage(run, _CANCELLED, self._cancelled_exc())
@@ -581,6 +589,8 @@ class Run:
             duration_ms=result.duration_ms,
             pipeline_result=result,
         )
+        if interrupted is not None:
+            raise interrupted
         return result
 
     def _final_status(self) -> PipelineStatus:
@@ -599,8 +609,13 @@ class Run:
             return PipelineStatus.COMPLETED
         return PipelineStatus.PARTIALLY_COMPLETED if any_completed else PipelineStatus.FAILED
 
-    async def _cleanup(self) -> None:
-        """Each started stage's cleanup, newest first, one at a time, bounded."""
+    async def _cleanup(self) -> BaseException | None:
+        """Each started stage's cleanup, newest first, one at a time, bounded.
+
+        Returns (not raises) a cancellation that reached a cleanup despite the
+        shield, so the remaining cleanups still run.
+        """
+        interrupted: BaseException | None = None
         ctx = self._ctx
         limit = self._config.timeout.cleanup_timeout_seconds
         for run in reversed(self._started):
@@ -609,13 +624,17 @@ class Run:
                 continue
             stage_id = run.stage.stage_id
             started, wall = _perf(), _wall()
-            with anyio.move_on_after(limit) as scope:
-                try:
-                    outcome = handler(ctx)
-                    if _isawaitable(outcome):
-                        await outcome
-                except Exception as exc:
-                    self._cleanup_errors[stage_id] = _describe(exc)
+            try:
+                with anyio.move_on_after(limit) as scope:
+                    try:
+                        outcome = handler(ctx)
+                        if _isawaitable(outcome):
+                            await outcome
+                    except Exception as exc:
+                        self._cleanup_errors[stage_id] = _describe(exc)
+            except anyio.get_cancelled_exc_class() as exc:
+                interrupted = exc
+                self._cleanup_errors[stage_id] = "cleanup interrupted by the caller's cancellation"
             if scope.cancel_called and stage_id not in self._cleanup_errors:
                 self._cleanup_errors[stage_id] = f"cleanup timed out after {limit:g}s"
             error = self._cleanup_errors.get(stage_id)
@@ -628,6 +647,7 @@ class Run:
             self.emitter.emit(
                 EventKind.CLEANUP_FINISHED, stage_id=stage_id, error=error, duration_ms=duration_ms
             )
+        return interrupted
 
 
 def _describe(exc: BaseException) -> str:
