@@ -82,8 +82,8 @@ def to_dot(graph: Graph, names: Mapping[str, str] | None = None, title: str = "p
     ]
     for sid in graph:
         name = (names or {}).get(sid, sid)
-        label = sid if name == sid else f"{name}\\n({sid})"
-        lines.append(f"    {_dot_id(sid)} [label={_dot_id(label, raw=True)}];")
+        label = _dot_escape(sid) if name == sid else f"{_dot_escape(name)}\\n({_dot_escape(sid)})"
+        lines.append(f'    {_dot_id(sid)} [label="{label}"];')
     for sid, deps in graph.items():
         for dep in deps:
             lines.append(f"    {_dot_id(dep)} -> {_dot_id(sid)};")
@@ -91,9 +91,12 @@ def to_dot(graph: Graph, names: Mapping[str, str] | None = None, title: str = "p
     return "\n".join(lines) + "\n"
 
 
-def _dot_id(text: str, *, raw: bool = False) -> str:
-    escaped = text.replace('"', '\\"') if raw else text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+def _dot_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _dot_id(text: str) -> str:
+    return f'"{_dot_escape(text)}"'
 
 
 def _layers(graph: Graph) -> dict[str, int]:
@@ -145,7 +148,7 @@ def _dag_svg(result: PipelineResult) -> str:
     return "".join(parts)
 
 
-def _spans(result: PipelineResult) -> list[tuple[str, str, float, float, str]]:
+def _spans(result: PipelineResult, total: float) -> list[tuple[str, str, float, float, str]]:
     """(stage id, kind, start, end, hover text) for every bar of the timeline."""
     spans: list[tuple[str, str, float, float, str]] = []
     cleanup = result.metadata.get("cleanup", {})
@@ -158,7 +161,7 @@ def _spans(result: PipelineResult) -> list[tuple[str, str, float, float, str]]:
                 queued = start - a.get("queue_wait_ms", 0.0) / 1000.0
                 if previous_end is not None and queued > previous_end:
                     spans.append((sid, "retry-delay", previous_end, queued, f"{sid}: retry delay"))
-                if start > queued:
+                if start - queued > 0.002 * total:  # skip waits too short to see
                     spans.append((sid, "queue", queued, start, f"{sid}: waiting for a slot"))
                 end = start + a["duration_ms"] / 1000.0
                 tip = f"{sid}: attempt {a['attempt']} {a['outcome']} ({a['duration_ms']:.1f} ms)"
@@ -175,20 +178,22 @@ def _spans(result: PipelineResult) -> list[tuple[str, str, float, float, str]]:
             tip = f"{sid}: cleanup ({c['duration_ms']:.1f} ms)" + (
                 f" - {c['error']}" if c.get("error") else ""
             )
-            spans.append((sid, "cleanup", c["start_time"], end, tip))
+            kind = "cleanup cleanup-failed" if c.get("error") else "cleanup"
+            spans.append((sid, kind, c["start_time"], end, tip))
     return spans
 
 
 def _gantt_svg(result: PipelineResult) -> str:
-    spans = _spans(result)
-    ids = list(result.stage_results)
-    t0 = result.start_time or min((s[2] for s in spans), default=0.0)
-    t1 = max([result.end_time or t0, *(s[3] for s in spans)])
+    t0 = result.start_time or 0.0
+    t1 = result.end_time or t0
+    spans = _spans(result, max(t1 - t0, 1e-6))
+    t1 = max([t1, *(s[3] for s in spans)])
     total = max(t1 - t0, 1e-6)
+    ids = list(result.stage_results)
     label_w, plot_w, row_h = 160, 800, 22
     height = 30 + row_h * len(ids)
     row = {sid: i for i, sid in enumerate(ids)}
-    parts = [f'<svg class="gantt" width="{label_w + plot_w + 20}" height="{height}" role="img">']
+    parts = [f'<svg class="gantt" width="{label_w + plot_w + 60}" height="{height}" role="img">']
     for i, sid in enumerate(ids):
         parts.append(f'<text class="row-label" x="4" y="{20 + i * row_h + 15}">{_e(sid)}</text>')
     for tick in range(6):
@@ -218,6 +223,7 @@ h1{font-size:20px} h2{font-size:16px;margin-top:28px}
 .row-label,.tick-label{font-size:11px} .tick{stroke:#eceff1}
 .bar.queue{fill:#cfd8dc} .bar.retry-delay{fill:#fff59d}
 .bar.cleanup{fill:#9575cd} .bar.attempt{fill:#43a047}
+.bar.cleanup-failed{fill:#6a1b9a;stroke:#e53935;stroke-width:2}
 table{border-collapse:collapse} td,th{border:1px solid #cfd8dc;padding:3px 8px;text-align:left}
 .legend span{display:inline-block;padding:2px 8px;margin-right:6px;border-radius:4px}
 """

@@ -197,9 +197,7 @@ class Run:
                 self._queue_roots()
                 await self._supervise(deadline, timeouts.grace_period_seconds)
         except anyio.get_cancelled_exc_class():
-            self._stopping = True
-            self._origin = _Origin.EXTERNAL
-            ctx._cancel(CancellationReason.EXTERNAL)
+            self._stop(_Origin.EXTERNAL, CancellationReason.EXTERNAL)
             await self._finish_run(start_wall)
             raise
         finally:
@@ -374,6 +372,7 @@ class Run:
             None if timed_out else failure, attempt=attempt
         ):
             delay = run.retry.get_delay(attempt - 1)
+            run.status = _RETRYING
             self.emitter.emit(
                 EventKind.STAGE_RETRYING,
                 stage_id=run.stage.stage_id,
@@ -391,7 +390,6 @@ class Run:
 
     async def _retry_later(self, run: _StageRun, delay: float) -> None:
         """Wait out a retry delay without a slot, then re-queue (R2.3, R4.6)."""
-        run.status = _RETRYING
         if delay > 0:
             self._fill_slots()  # the slot is free during the delay
             with anyio.CancelScope() as scope:
@@ -484,31 +482,30 @@ class Run:
             self._stop(_Origin.FAILURE, CancellationReason.ERROR)
 
     def _stop(self, origin: _Origin, reason: CancellationReason) -> None:
-        """Begin the stop sequence (R5.2); the first stop wins."""
-        if self._stopping or self._finished:
+        """Begin the stop sequence (R5.2). The first stop wins, except that the
+        caller's cancellation takes over a stop already under way (R5.6)."""
+        first = not self._stopping
+        if not first and (origin is not _Origin.EXTERNAL or self._origin is _Origin.EXTERNAL):
+            return
+        if self._finished and origin is not _Origin.EXTERNAL:
             return
         self._stopping = True
         self._origin = origin
-        self._ctx._cancel(reason)
-        self.emitter.emit(
-            EventKind.STOP_REQUESTED,
-            status=PipelineStatus.RUNNING,
-            reason=self._ctx.cancellation_reason,
-        )
-        for run in self._delaying:
-            if run.scope is not None:
-                run.scope.cancel()
-        assert self._wakeup is not None
-        self._wakeup.set()
-        self._check_finished()
+        self._ctx._cancel(reason)  # first reason wins there; calls back into on_cancel
+        self.emitter.emit(EventKind.STOP_REQUESTED, status=PipelineStatus.RUNNING, reason=reason)
+        if first:
+            for run in self._delaying:
+                if run.scope is not None:
+                    run.scope.cancel()
+            assert self._wakeup is not None
+            self._wakeup.set()
+            self._check_finished()
 
     def _die(self, exc: BaseException) -> None:
         """A stage raised KeyboardInterrupt or the like: cancel everything now."""
         if self._fatal is None:
             self._fatal = exc
-        self._stopping = True
-        self._origin = _Origin.EXTERNAL
-        self._ctx._cancel(CancellationReason.EXTERNAL)
+        self._stop(_Origin.EXTERNAL, CancellationReason.EXTERNAL)
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
 
