@@ -6,6 +6,7 @@ them must stay cheap); ``to_dict()`` output always survives ``json.dumps``.
 
 from __future__ import annotations
 
+import enum
 import os
 import pathlib
 from typing import Any
@@ -37,13 +38,15 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(item) for k, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(item) for item in value]
-    if isinstance(value, (StageStatus, PipelineStatus)):
+    if isinstance(value, enum.Enum):
         return value.name
-    if isinstance(value, (CancellationReason,)):
-        return value.value
     if isinstance(value, BaseException):
         return f"{type(value).__name__}: {value}"
     return repr(value)
+
+
+def _ended(result: StageResult) -> float:
+    return result.end_time if result.end_time is not None else float("inf")
 
 
 def _duration_ms(start: float | None, end: float | None) -> float | None:
@@ -73,6 +76,8 @@ class StageResult:
     end_time: float | None = None
     attempt_count: int = 0
     metrics: dict[str, Any] = attrs.field(factory=dict)
+    #: Whether the stage was critical (its shortfall fails the run).
+    critical: bool = True
 
     @property
     def duration_ms(self) -> float | None:
@@ -97,6 +102,7 @@ class StageResult:
             "duration_ms": self.duration_ms,
             "attempt_count": self.attempt_count,
             "metrics": jsonable(self.metrics),
+            "critical": self.critical,
         }
 
 
@@ -229,15 +235,28 @@ class PipelineResult:
             return PipelineCancelledException(reason or CancellationReason.USER_REQUESTED)
         if reason is CancellationReason.TIMEOUT and "pipeline_timeout_seconds" in self.metadata:
             return PipelineTimeoutException(self.metadata["pipeline_timeout_seconds"])
-        failed = [r for r in self.stage_results.values() if r.status in _FAILED]
+        stages = list(self.stage_results.values())
+        failed = [r for r in stages if r.status in _FAILED]
+        if self.status is PipelineStatus.FAILED and not any(r.critical for r in failed):
+            # Explain the FAILED status: a critical stage skipped after an
+            # optional dependency failed, if there is one.
+            skipped = [
+                r
+                for r in stages
+                if r.critical and isinstance(r.exception, DependencyFailedException)
+            ]
+            if skipped:
+                first_skipped = min(skipped, key=_ended)
+                exc = first_skipped.exception
+                assert isinstance(exc, DependencyFailedException)
+                return DependencyFailedException(first_skipped.stage_id, exc.failed_dependency)
+        if self.status is PipelineStatus.FAILED and any(r.critical for r in failed):
+            failed = [r for r in failed if r.critical]
         if failed:
-            first = min(failed, key=lambda r: r.end_time or 0.0)  # min is stable
+            first = min(failed, key=_ended)  # min is stable: ties go to stage order
             if isinstance(first.exception, StageTimeoutException):
                 return StageTimeoutException(first.stage_id, first.exception.timeout_seconds)
             return StageExecutionException(
                 first.stage_id, first.error or "failed", cause=first.exception
             )
-        for r in self.stage_results.values():
-            if isinstance(r.exception, DependencyFailedException):
-                return DependencyFailedException(r.stage_id, r.exception.failed_dependency)
         return PipelineException(f"pipeline {self.pipeline_name!r} ended {self.status.name}")

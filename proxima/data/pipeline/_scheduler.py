@@ -289,9 +289,16 @@ class Run:
 
     # -- one attempt ----------------------------------------------------------------
     async def _attempt(self, run: _StageRun) -> None:
-        if self._stopping:  # checked right before the handler call (R5.2)
+        # A stop or a pause may have come since the slot was handed out:
+        # both are checked right before the handler call (R5.2, R9.1).
+        if self._stopping:
             self._running -= 1
             self._end_stage(run, _CANCELLED, self._cancelled_exc())
+            self._task_done()
+            return
+        if self._ctx._paused:
+            self._running -= 1
+            heapq.heappush(self._ready, run.position)  # still QUEUED; resume refills
             self._task_done()
             return
         ctx = self._ctx
@@ -450,6 +457,7 @@ class Run:
             run.end_wall,
             run.attempts,
             metrics,
+            stage.critical,
         )
         run.final = result
         self._ctx._results[stage.stage_id] = result
