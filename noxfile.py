@@ -34,9 +34,7 @@ def tests_backend(session: nox.Session, backend: str) -> None:
 def properties(session: nox.Session) -> None:
     """Property-based tests with a larger example budget than the default run."""
     session.install("-e", ".[test]")
-    session.run(
-        "pytest", "tests/properties", "--hypothesis-profile=thorough", *session.posargs
-    )
+    session.run("pytest", "tests/properties", "--hypothesis-profile=thorough", *session.posargs)
 
 
 @nox.session
@@ -59,6 +57,13 @@ def demo(session: nox.Session) -> None:
     """Run the example pipeline (`nox -s demo -- --backend trio` for trio)."""
     session.install("-e", ".[trio,rich]")
     session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with `mkdocs build --strict`."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -1,0 +1,208 @@
+"""A small pipeline that shows proxima.data.pipeline at work.
+
+Run it with ``nox -s demo`` (or ``python examples/demo.py --backend trio``).
+
+The graph::
+
+    fetch_users ──┐
+    fetch_orders ─┼──► merge ──► report
+    fetch_prices ─┘    (fan-in: receives a dict of the three results)
+    fetch_users ─────► geocode   (optional; always too slow, so it times out)
+
+* ``fetch_users``, ``fetch_orders`` and ``fetch_prices`` have no dependencies,
+  so they start together (``max_parallel=4``).
+* ``fetch_prices`` is flaky on purpose: its first two attempts raise
+  ``ConnectionError``, the third succeeds. Its retry policy waits 0.1 s, then
+  0.2 s (exponential backoff), so the stage ends COMPLETED with 3 attempts.
+* ``merge`` depends on all three fetches. It starts as soon as the last of
+  them completes and receives ``{"fetch_users": ..., "fetch_orders": ...,
+  "fetch_prices": ...}``, in the order its dependencies are listed.
+* ``geocode`` is the stage that times out. Its handler needs 10 s, but its
+  timeout is 0.3 s per attempt: the library cancels it at the deadline
+  (a hard stop, not a flag) and, with ``retry_on_timeout=False``, does not try
+  again. Because it is ``critical=False`` (optional), the rest of the pipeline
+  goes on, and the run ends PARTIALLY_COMPLETED rather than FAILED: only an
+  optional stage fell short.
+
+The whole run takes well under a second. The script exits 0 when the run
+ends as described above, 1 otherwise, so it doubles as a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from proxima.data.pipeline import (
+    Pipeline,
+    PipelineBuilder,
+    PipelineContext,
+    PipelineResult,
+    PipelineStatus,
+    RetryConfig,
+    RetryStrategy,
+    StageStatus,
+)
+
+START = time.perf_counter()
+
+
+def say(message: str) -> None:
+    """Print one progress line with the time since the demo started."""
+    print(f"[{time.perf_counter() - START:5.2f}s] {message}", flush=True)
+
+
+# -- the stage handlers: each is called as handler(ctx, input) ------------------
+
+
+async def fetch_users(ctx: PipelineContext, _: Any) -> list[str]:
+    say("fetch_users: started")
+    await anyio.sleep(0.2)  # stands in for an HTTP call
+    say("fetch_users: done")
+    return ["ada", "grace", "linus"]
+
+
+async def fetch_orders(ctx: PipelineContext, _: Any) -> list[dict[str, Any]]:
+    say("fetch_orders: started")
+    await anyio.sleep(0.3)
+    say("fetch_orders: done")
+    return [
+        {"user": "ada", "item": "lamp", "qty": 2},
+        {"user": "grace", "item": "desk", "qty": 1},
+        {"user": "ada", "item": "chair", "qty": 4},
+    ]
+
+
+class FlakyPriceService:
+    """Fails the first ``failures`` calls, then answers: deterministic flakiness."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, ctx: PipelineContext, _: Any) -> dict[str, float]:
+        self.calls += 1
+        say(f"fetch_prices: attempt {self.calls}")
+        await anyio.sleep(0.05)
+        if self.calls <= self.failures:
+            say(f"fetch_prices: attempt {self.calls} fails (ConnectionError), will retry")
+            raise ConnectionError("price service unavailable")
+        # Handlers can add their own metrics to the stage's result.
+        ctx.record_metric("price_service_calls", self.calls)
+        say(f"fetch_prices: attempt {self.calls} succeeded")
+        return {"lamp": 19.5, "desk": 120.0, "chair": 45.0}
+
+
+async def merge(ctx: PipelineContext, fetched: dict[str, Any]) -> list[dict[str, Any]]:
+    # Several dependencies: the input is a dict of dependency id -> result.
+    say(f"merge: got {list(fetched)}")
+    prices = fetched["fetch_prices"]
+    known = set(fetched["fetch_users"])
+    return [
+        {**order, "total": order["qty"] * prices[order["item"]]}
+        for order in fetched["fetch_orders"]
+        if order["user"] in known
+    ]
+
+
+async def report(ctx: PipelineContext, rows: list[dict[str, Any]]) -> dict[str, float]:
+    # One dependency: the input is that dependency's result.
+    totals: dict[str, float] = {}
+    for row in rows:
+        totals[row["user"]] = totals.get(row["user"], 0.0) + row["total"]
+    ctx.set("totals", totals)  # shared data, readable after the run
+    say(f"report: {totals}")
+    return totals
+
+
+async def geocode(ctx: PipelineContext, users: list[str]) -> dict[str, str]:
+    say("geocode: started (needs 10 s, has 0.3 s)")
+    await anyio.sleep(10)  # cancelled at the stage's deadline
+    return {}  # never reached
+
+
+def build_pipeline() -> Pipeline:
+    flaky = FlakyPriceService(failures=2)
+    return (
+        PipelineBuilder("orders-demo")
+        .with_parallel(enabled=True, max_parallel=4)
+        .with_timeout(stage_timeout=5.0, pipeline_timeout=30.0)
+        .add_stage("fetch_users", "Fetch users", fetch_users)
+        .add_stage("fetch_orders", "Fetch orders", fetch_orders)
+        .add_stage(
+            "fetch_prices",
+            "Fetch prices (flaky)",
+            flaky,
+            retry_config=RetryConfig(
+                max_retries=3,
+                strategy=RetryStrategy.EXPONENTIAL_BACKOFF,
+                initial_delay_seconds=0.1,  # waits 0.1 s, then 0.2 s
+                retry_on_exceptions=(ConnectionError,),
+            ),
+        )
+        .add_stage(
+            "merge", "Merge", merge, dependencies=["fetch_users", "fetch_orders", "fetch_prices"]
+        )
+        .add_stage("report", "Report", report, dependencies=["merge"])
+        .add_stage(
+            "geocode",
+            "Geocode users (optional)",
+            geocode,
+            dependencies=["fetch_users"],
+            timeout_seconds=0.3,
+            retry_config=RetryConfig(retry_on_timeout=False),
+            critical=False,
+        )
+        .build()
+    )
+
+
+def expected(result: PipelineResult) -> bool:
+    """The outcome the module docstring promises."""
+    stages = result.stage_results
+    return (
+        result.status is PipelineStatus.PARTIALLY_COMPLETED
+        and stages["fetch_prices"].status is StageStatus.COMPLETED
+        and stages["fetch_prices"].attempt_count == 3
+        and stages["geocode"].status is StageStatus.TIMED_OUT
+        and stages["report"].status is StageStatus.COMPLETED
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the library's log")
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="    log %(name)s: %(message)s")
+
+    pipeline = build_pipeline()
+    say(f"running {pipeline.name!r} on {args.backend}")
+    # run_sync starts an event loop of the chosen backend (anyio.run).
+    result = pipeline.run_sync(backend=args.backend)
+
+    print()
+    print(result.summary())
+    print()
+    prices = result.stage_results["fetch_prices"]
+    for attempt in prices.metrics["attempts"]:
+        line = (
+            f"fetch_prices attempt {attempt['attempt']}: {attempt['outcome']:<9}"
+            f" {attempt['duration_ms']:6.1f} ms  {attempt['error'] or ''}"
+        )
+        print(line.rstrip())
+    print(f"fetch_prices waited {prices.metrics['retry_delay_ms']:.0f} ms between attempts")
+    print("shared data after the run:", pipeline.context.data if pipeline.context else {})
+    ok = expected(result)
+    print("\noutcome as expected" if ok else "\nUNEXPECTED OUTCOME")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
