@@ -97,3 +97,72 @@ async def test_regression_r4_6_r7_6_stop_during_retry_delay_counts_only_time_wai
     assert flaky_result.status is StageStatus.CANCELLED
     assert flaky_result.metrics["retry_delay_ms"] < 10_000
     assert result.status is PipelineStatus.CANCELLED
+
+
+_SIGINT_SCRIPT = """
+import os, signal, sys, threading
+import anyio
+from proxima.data.pipeline import PipelineBuilder, Stage
+
+log = []
+
+async def slow(ctx, _):
+    threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+    await anyio.sleep(30)
+
+async def cleanup(ctx):
+    log.append("cleanup")
+
+pipeline = PipelineBuilder("ctrl-c").add_stage(Stage("s", "S", slow, cleanup_handler=cleanup))
+pipeline = pipeline.build()
+try:
+    pipeline.run_sync(backend=sys.argv[1])
+except KeyboardInterrupt as exc:
+    result = pipeline.result
+    print(type(exc).__name__, log, result.status.name, result.cancellation_reason.name)
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_regression_r1_4_r5_6_ctrl_c_is_re_raised_bare_after_cleanup(backend: str) -> None:
+    """A real SIGINT that lands in the scheduler's own task (not a stage) on
+    trio used to escape as ``BaseExceptionGroup([KeyboardInterrupt])`` with no
+    cleanup and no result."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGINT_SCRIPT, backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split() == [
+        "KeyboardInterrupt",
+        "['cleanup']",
+        "CANCELLED",
+        "EXTERNAL",
+    ], done.stderr
+
+
+@pytest.mark.anyio
+async def test_regression_r4_4_blocking_sync_handler_past_its_deadline_times_out() -> None:
+    """A sync handler cannot be interrupted, but one that overran its
+    timeout must not count as COMPLETED."""
+    import time
+
+    from proxima.data.pipeline import StageStatus
+
+    def blocking(ctx: PipelineContext, _: Any) -> str:
+        time.sleep(0.1)
+        return "late"
+
+    pipeline = (
+        PipelineBuilder("blocking")
+        .with_retry(max_retries=0)
+        .add_stage("b", "B", blocking, timeout_seconds=0.02)
+        .build()
+    )
+    result = await pipeline.execute()
+    assert result.stage_results["b"].status is StageStatus.TIMED_OUT

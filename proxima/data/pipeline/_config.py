@@ -63,16 +63,23 @@ class RetryConfig:
     ``retry_on_timeout`` alone.
     """
 
+    #: Retries after the first attempt: at most ``1 + max_retries`` attempts.
     max_retries: int = attrs.field(default=3, validator=v.at_least(0, integer=True))
+    #: How the delay grows between attempts (a :class:`RetryStrategy` or its value).
     strategy: RetryStrategy = attrs.field(
         default=RetryStrategy.EXPONENTIAL_BACKOFF, converter=_to_strategy
     )
+    #: Delay before the first retry, in seconds.
     initial_delay_seconds: float = attrs.field(default=1.0, validator=v.delay)
+    #: Cap on every delay, in seconds.
     max_delay_seconds: float = attrs.field(default=60.0, validator=v.delay)
+    #: Multiplier per retry for EXPONENTIAL_BACKOFF (>= 1).
     backoff_factor: float = attrs.field(default=2.0, validator=v.at_least(1))
+    #: Exception types worth a retry (subclasses included); ``None`` = any ``Exception``.
     retry_on_exceptions: tuple[type[BaseException], ...] | None = attrs.field(
         default=None, converter=_to_exception_types
     )
+    #: Whether an attempt that timed out is retried.
     retry_on_timeout: bool = attrs.field(default=True, validator=v.boolean)
 
     @property
@@ -128,9 +135,13 @@ class TimeoutConfig:
     runs from the start of ``execute()``, pauses included.
     """
 
+    #: Limit for each attempt of a stage, unless the stage sets its own.
     stage_timeout_seconds: float | None = attrs.field(default=300.0, validator=v.timeout())
+    #: Limit for the whole run, from the start of ``execute()``, pauses included.
     pipeline_timeout_seconds: float | None = attrs.field(default=3600.0, validator=v.timeout())
+    #: Limit for each cleanup handler after a stop.
     cleanup_timeout_seconds: float | None = attrs.field(default=30.0, validator=v.timeout())
+    #: How long running stages may finish on their own after a stop; 0 = cancel at once.
     grace_period_seconds: float | None = attrs.field(
         default=5.0, validator=v.timeout(allow_zero=True)
     )
@@ -145,17 +156,25 @@ class PipelineConfig:
     earliest-added topological order.
     """
 
+    #: Shown in results, logs and events.
     name: str = attrs.field(default="pipeline", validator=v.non_empty_str)
+    #: Default retry policy of every stage.
     retry: RetryConfig = attrs.field(
         factory=RetryConfig, validator=attrs.validators.instance_of(RetryConfig)
     )
+    #: Time limits.
     timeout: TimeoutConfig = attrs.field(
         factory=TimeoutConfig, validator=attrs.validators.instance_of(TimeoutConfig)
     )
+    #: Keep-going mode: a failure only skips its dependents, never stops the run.
     continue_on_error: bool = attrs.field(default=False, validator=v.boolean)
+    #: Run independent stages concurrently; False = one at a time.
     parallel_stages: bool = attrs.field(default=True, validator=v.boolean)
+    #: Most attempts running at once (with ``parallel_stages``).
     max_parallel: int = attrs.field(default=4, validator=v.at_least(1, integer=True))
+    #: Record timings and attempts in each ``StageResult.metrics``.
     collect_metrics: bool = attrs.field(default=True, validator=v.boolean)
+    #: After a stop, run the cleanup handlers of stages that started.
     cleanup_on_cancel: bool = attrs.field(default=True, validator=v.boolean)
 
     @property

@@ -79,6 +79,7 @@ class PipelineContext:
         self.data[key] = value
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key`` with :meth:`set`, else ``default``."""
         return self.data.get(key, default)
 
     def get_stage_result(self, stage_id: str) -> StageResult | None:
@@ -102,6 +103,8 @@ class PipelineContext:
     # -- cancellation --------------------------------------------------------
     @property
     def is_cancelled(self) -> bool:
+        """True once a stop was requested; cooperative stages check it between
+        units of work."""
         return self._cancel_reason is not None
 
     @property
@@ -128,6 +131,7 @@ class PipelineContext:
     # -- pause -----------------------------------------------------------------
     @property
     def is_paused(self) -> bool:
+        """True while the run is paused."""
         return self._paused
 
     def pause(self) -> None:

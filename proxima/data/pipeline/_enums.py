@@ -65,7 +65,12 @@ class RetryStrategy(Enum):
 
 
 class CancellationReason(Enum):
-    """Why a run (or a stage) was stopped early."""
+    """Why a run (or a stage) was stopped early.
+
+    The library itself sets USER_REQUESTED (the default of ``cancel()``),
+    TIMEOUT, ERROR and EXTERNAL; DEPENDENCY_FAILED and RESOURCE_LIMIT are
+    there for callers' own ``cancel(reason)``.
+    """
 
     USER_REQUESTED = "user_requested"
     TIMEOUT = "timeout"

@@ -186,6 +186,7 @@ class EventStream:
             self._send.close()
 
     def close(self) -> None:
+        """End the iteration now and drop anything still buffered."""
         self._ended = True
         self._send.close()
         self._receive.close()

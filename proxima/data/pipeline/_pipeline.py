@@ -60,6 +60,7 @@ class Pipeline:
     # -- building -------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The pipeline's name (``config.name``), used in logs, events and results."""
         return self.config.name
 
     @property
@@ -152,7 +153,12 @@ class Pipeline:
         backend_options: dict[str, Any] | None = None,
         raise_on_failure: bool = False,
     ) -> PipelineResult:
-        """Run from synchronous code in a new event loop (``anyio.run``)."""
+        """Run from synchronous code in a new event loop (``anyio.run``).
+
+        Raises ``RuntimeError`` where an event loop already runs in this thread
+        (async code, Jupyter): ``await execute()`` there. ``backend_options``
+        go to ``anyio.run``, e.g. ``{"use_uvloop": True}``.
+        """
         call = functools.partial(self.execute, initial_input, raise_on_failure=raise_on_failure)
         return anyio.run(call, backend=backend, backend_options=backend_options)
 
@@ -340,10 +346,12 @@ class PipelineBuilder:
         return self
 
     def collect_metrics(self, enabled: bool = True) -> PipelineBuilder:
+        """Record timings and attempts in each ``StageResult.metrics`` (on by default)."""
         self._config = attrs.evolve(self._config, collect_metrics=enabled)
         return self
 
     def cleanup_on_cancel(self, enabled: bool = True) -> PipelineBuilder:
+        """After a stop, run the cleanup handlers of stages that started (on by default)."""
         self._config = attrs.evolve(self._config, cleanup_on_cancel=enabled)
         return self
 

@@ -86,6 +86,7 @@ class StageResult:
 
     @property
     def is_success(self) -> bool:
+        """True when the stage COMPLETED."""
         return self.status is StageStatus.COMPLETED
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +125,8 @@ class PipelineResult:
 
     @property
     def duration_ms(self) -> float | None:
+        """Milliseconds from the start of ``execute()`` to the end of the run,
+        cleanup included."""
         return _duration_ms(self.start_time, self.end_time)
 
     def _ids(self, *statuses: StageStatus) -> list[str]:
@@ -141,10 +144,12 @@ class PipelineResult:
 
     @property
     def skipped_stages(self) -> list[str]:
+        """Ids of SKIPPED stages, in stage order."""
         return self._ids(StageStatus.SKIPPED)
 
     @property
     def cancelled_stages(self) -> list[str]:
+        """Ids of CANCELLED stages, in stage order."""
         return self._ids(StageStatus.CANCELLED)
 
     @property

@@ -25,11 +25,15 @@ import enum
 import heapq
 import inspect
 import math
+import sys
 import time
 from typing import Any
 
 import anyio
 import anyio.abc
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from ._config import PipelineConfig, RetryConfig
 from ._context import PipelineContext, current_stage_metrics
@@ -200,6 +204,10 @@ class Run:
             self._stop(_Origin.EXTERNAL, CancellationReason.EXTERNAL)
             await self._finish_run(start_wall)
             raise
+        except BaseException as exc:
+            # KeyboardInterrupt delivered to this task (trio's Ctrl-C) comes
+            # out of the task group wrapped in a group: unwrap it (R1.4).
+            self._die(_first_real_error(exc))
         finally:
             ctx._attach(None)
         if self._fatal is not None:
@@ -332,7 +340,9 @@ class Run:
                     value = run.stage.handler(ctx, run.input)
                     if _isawaitable(value):
                         value = await value
-                timed_out = scope.cancel_called
+                # A blocking sync handler cannot be interrupted, but one that
+                # overran its deadline has still timed out.
+                timed_out = scope.cancel_called or anyio.current_time() >= scope.deadline
         except anyio.get_cancelled_exc_class():
             # The run's scope or the caller's: a forced stop (R5.2) or an
             # external cancel (R5.6). Record it and let it propagate.
@@ -517,8 +527,8 @@ class Run:
         if self._fatal is None:
             self._fatal = exc
         self._stop(_Origin.EXTERNAL, CancellationReason.EXTERNAL)
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     def _cancelled_exc(self) -> PipelineCancelledException:
         return PipelineCancelledException(
@@ -656,6 +666,17 @@ class Run:
                 EventKind.CLEANUP_FINISHED, stage_id=stage_id, error=error, duration_ms=duration_ms
             )
         return interrupted
+
+
+def _first_real_error(exc: BaseException) -> BaseException:
+    """The first exception in ``exc`` (a group, maybe nested) that is not a
+    cancellation."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_real_error(inner)
+            if not isinstance(found, anyio.get_cancelled_exc_class()):
+                return found
+    return exc
 
 
 def _describe(exc: BaseException) -> str:

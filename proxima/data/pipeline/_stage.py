@@ -84,19 +84,29 @@ class Stage:
     with ``@stage`` can still be unit-tested directly.
     """
 
+    #: Unique id within a pipeline; dependencies refer to it.
     stage_id: str = attrs.field(validator=v.non_empty_str)
+    #: Human-readable name for reports.
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
+    #: ``handler(ctx, input)``; sync or async.
     handler: Handler = attrs.field(validator=_required_callable)
+    #: Ids of the stages that must complete first, in the order their results are passed.
     dependencies: tuple[str, ...] = attrs.field(default=(), converter=_to_dependencies)
+    #: Per-attempt limit; ``None`` = use the pipeline's ``stage_timeout_seconds``.
     timeout_seconds: float | None = attrs.field(default=None, validator=v.timeout())
+    #: Retry policy for this stage; ``None`` = the pipeline's.
     retry_config: RetryConfig | None = attrs.field(default=None, validator=_check_retry)
+    #: False makes the stage optional: its failure never stops or fails the run.
     critical: bool = attrs.field(default=True, validator=v.boolean)
+    #: ``cleanup(ctx)``, run after a stop if the stage started.
     cleanup_handler: CleanupHandler | None = attrs.field(
         default=None, validator=v.optional_callable
     )
+    #: Free text for people.
     description: str = attrs.field(
         default="", converter=_to_description, validator=attrs.validators.instance_of(str)
     )
+    #: Free labels for people and tools.
     tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
 
     def __call__(self, ctx: PipelineContext, input_data: Any = None) -> Any:
