@@ -12,25 +12,34 @@ The graph::
 * ``fetch_users``, ``fetch_orders`` and ``fetch_prices`` have no dependencies,
   so they start together (``max_parallel=4``).
 * ``fetch_prices`` is flaky on purpose: its first two attempts raise
-  ``ConnectionError``, the third succeeds. Its retry policy waits 0.1 s, then
-  0.2 s (exponential backoff), so the stage ends COMPLETED with 3 attempts.
+  ``ConnectionError``, the third succeeds. Its retry policy waits 0.3 s, then
+  0.6 s (exponential backoff), so the stage ends COMPLETED with 3 attempts.
 * ``merge`` depends on all three fetches. It starts as soon as the last of
   them completes and receives ``{"fetch_users": ..., "fetch_orders": ...,
   "fetch_prices": ...}``, in the order its dependencies are listed.
 * ``geocode`` is the stage that times out. Its handler needs 10 s, but its
-  timeout is 0.3 s per attempt: the library cancels it at the deadline
+  timeout is 0.8 s per attempt: the library cancels it at the deadline
   (a hard stop, not a flag) and, with ``retry_on_timeout=False``, does not try
   again. Because it is ``critical=False`` (optional), the rest of the pipeline
   goes on, and the run ends PARTIALLY_COMPLETED rather than FAILED: only an
   optional stage fell short.
 
-The whole run takes well under a second. The script exits 0 when the run
-ends as described above, 1 otherwise, so it doubles as a smoke test.
+While it runs, the script shows what the run reports about itself. In an
+interactive terminal (and with rich installed, ``pip install 'proxima[rich]'``)
+that is ``RichProgress``, a live table of the stages; otherwise, or with
+``--plain``, a small listener prints one line per run-level event, retry and
+finished stage. At the end it counts the events by kind. ``--html PATH``
+writes the run's HTML report (graph, timeline, summary table) to ``PATH``.
+The library itself never prints: everything on screen comes from this script.
+
+The whole run takes about a second and a half. The script exits 0 when the
+run ends as described above, 1 otherwise, so it doubles as a smoke test.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import sys
 import time
@@ -39,9 +48,11 @@ from typing import Any
 import anyio
 
 from proxima.data.pipeline import (
+    EventKind,
     Pipeline,
     PipelineBuilder,
     PipelineContext,
+    PipelineEvent,
     PipelineResult,
     PipelineStatus,
     RetryConfig,
@@ -62,14 +73,14 @@ def say(message: str) -> None:
 
 async def fetch_users(ctx: PipelineContext, _: Any) -> list[str]:
     say("fetch_users: started")
-    await anyio.sleep(0.2)  # stands in for an HTTP call
+    await anyio.sleep(0.6)  # stands in for an HTTP call
     say("fetch_users: done")
     return ["ada", "grace", "linus"]
 
 
 async def fetch_orders(ctx: PipelineContext, _: Any) -> list[dict[str, Any]]:
     say("fetch_orders: started")
-    await anyio.sleep(0.3)
+    await anyio.sleep(0.9)
     say("fetch_orders: done")
     return [
         {"user": "ada", "item": "lamp", "qty": 2},
@@ -88,7 +99,7 @@ class FlakyPriceService:
     async def __call__(self, ctx: PipelineContext, _: Any) -> dict[str, float]:
         self.calls += 1
         say(f"fetch_prices: attempt {self.calls}")
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.15)
         if self.calls <= self.failures:
             say(f"fetch_prices: attempt {self.calls} fails (ConnectionError), will retry")
             raise ConnectionError("price service unavailable")
@@ -121,7 +132,7 @@ async def report(ctx: PipelineContext, rows: list[dict[str, Any]]) -> dict[str, 
 
 
 async def geocode(ctx: PipelineContext, users: list[str]) -> dict[str, str]:
-    say("geocode: started (needs 10 s, has 0.3 s)")
+    say("geocode: started (needs 10 s, has 0.8 s)")
     await anyio.sleep(10)  # cancelled at the stage's deadline
     return {}  # never reached
 
@@ -141,7 +152,7 @@ def build_pipeline() -> Pipeline:
             retry_config=RetryConfig(
                 max_retries=3,
                 strategy=RetryStrategy.EXPONENTIAL_BACKOFF,
-                initial_delay_seconds=0.1,  # waits 0.1 s, then 0.2 s
+                initial_delay_seconds=0.3,  # waits 0.3 s, then 0.6 s
                 retry_on_exceptions=(ConnectionError,),
             ),
         )
@@ -154,7 +165,7 @@ def build_pipeline() -> Pipeline:
             "Geocode users (optional)",
             geocode,
             dependencies=["fetch_users"],
-            timeout_seconds=0.3,
+            timeout_seconds=0.8,
             retry_config=RetryConfig(retry_on_timeout=False),
             critical=False,
         )
@@ -174,18 +185,65 @@ def expected(result: PipelineResult) -> bool:
     )
 
 
+# -- watching the run: the library reports events, the demo shows them ------------
+
+#: The events worth a line of their own in plain output (the rest are counted).
+PLAIN_KINDS = {
+    EventKind.RUN_STARTED,
+    EventKind.RUN_PAUSED,
+    EventKind.RUN_RESUMED,
+    EventKind.STOP_REQUESTED,
+    EventKind.STAGE_RETRYING,
+    EventKind.STAGE_FINISHED,
+    EventKind.CLEANUP_FINISHED,
+    EventKind.RUN_FINISHED,
+}
+
+
+def print_event(event: PipelineEvent) -> None:
+    """A listener: one plain line per interesting event.
+
+    Listeners are called synchronously on the event loop's thread, so they
+    should be quick; a print is.
+    """
+    if event.kind in PLAIN_KINDS:
+        say(f"event: {event.describe()}")
+
+
+def live_progress_available(plain: bool) -> bool:
+    """Live progress needs an interactive terminal and rich."""
+    if plain or not sys.stdout.isatty():
+        return False
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the library's log")
+    parser.add_argument("--plain", action="store_true", help="print event lines even in a terminal")
+    parser.add_argument("--html", metavar="PATH", help="write the run's HTML report to PATH")
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="    log %(name)s: %(message)s")
 
     pipeline = build_pipeline()
+    counts: collections.Counter[str] = collections.Counter()
+    pipeline.add_listener(lambda event: counts.update([event.kind.value]))
     say(f"running {pipeline.name!r} on {args.backend}")
     # run_sync starts an event loop of the chosen backend (anyio.run).
-    result = pipeline.run_sync(backend=args.backend)
+    if live_progress_available(args.plain):
+        from proxima.data.pipeline import RichProgress
+
+        with RichProgress(pipeline):
+            result = pipeline.run_sync(backend=args.backend)
+    else:
+        pipeline.add_listener(print_event)
+        result = pipeline.run_sync(backend=args.backend)
 
     print()
     print(result.summary())
@@ -199,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line.rstrip())
     print(f"fetch_prices waited {prices.metrics['retry_delay_ms']:.0f} ms between attempts")
     print("shared data after the run:", pipeline.context.data if pipeline.context else {})
+    print("events:", ", ".join(f"{kind} {n}" for kind, n in counts.items()))
+    if args.html:
+        result.to_html(args.html)
+        print(f"HTML report written to {args.html}")
     ok = expected(result)
     print("\noutcome as expected" if ok else "\nUNEXPECTED OUTCOME")
     return 0 if ok else 1
