@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from proxima.data.pipeline import (
@@ -166,3 +167,57 @@ async def test_regression_r4_4_blocking_sync_handler_past_its_deadline_times_out
     )
     result = await pipeline.execute()
     assert result.stage_results["b"].status is StageStatus.TIMED_OUT
+
+
+@pytest.mark.anyio
+async def test_regression_r2_5_listener_that_cancels_keeps_event_order_for_all() -> None:
+    """A listener that stops the run used to make later listeners see the
+    STOP_REQUESTED event before the event being delivered."""
+    from proxima.data.pipeline import EventKind, PipelineEvent
+
+    async def slow(ctx: PipelineContext, _: Any) -> None:
+        await anyio.sleep(5)
+
+    pipeline = (
+        PipelineBuilder("reentrant").with_timeout(grace_period=0).add_stage("a", "A", slow).build()
+    )
+
+    def stopper(event: PipelineEvent) -> None:
+        if event.kind is EventKind.STAGE_STARTED:
+            pipeline.cancel()
+
+    seen: list[PipelineEvent] = []
+    pipeline.add_listener(stopper)
+    pipeline.add_listener(seen.append)
+    await pipeline.execute()
+    kinds = [e.kind for e in seen]
+    assert kinds.index(EventKind.STAGE_STARTED) < kinds.index(EventKind.STOP_REQUESTED)
+    stamps = [e.monotonic for e in seen]
+    assert stamps == sorted(stamps)
+
+
+@pytest.mark.anyio
+async def test_regression_otel_handler_spans_nest_under_the_attempt_span() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from proxima.data.pipeline import OpenTelemetryListener
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    async def handler(ctx: PipelineContext, _: Any) -> None:
+        with tracer.start_as_current_span("inner"):
+            await anyio.lowlevel.checkpoint()
+
+    pipeline = PipelineBuilder("otel").add_stage("a", "A", handler).build()
+    pipeline.add_listener(OpenTelemetryListener(provider))
+    await pipeline.execute()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    inner_parent = spans["inner"].parent
+    assert inner_parent is not None
+    assert inner_parent.span_id == spans["stage a"].context.span_id

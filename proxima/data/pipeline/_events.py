@@ -12,6 +12,7 @@ built only while somebody listens or DEBUG logging is on; the rarer ones
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import time
@@ -32,7 +33,12 @@ __all__ = ["EventKind", "EventStream", "Listener", "PipelineEvent", "Emitter"]
 
 
 class EventKind(enum.Enum):
-    """What happened. Stage kinds carry ``stage_id`` and ``attempt``."""
+    """What happened.
+
+    The ``STAGE_*`` kinds carry ``stage_id`` and ``attempt`` (the attempt
+    about to start, running, or just ended); ``CLEANUP_FINISHED`` carries
+    ``stage_id`` only; the ``RUN_*`` and ``STOP_REQUESTED`` kinds neither.
+    """
 
     RUN_STARTED = "run_started"
     RUN_PAUSED = "run_paused"
@@ -56,7 +62,9 @@ class PipelineEvent:
     do not apply to a kind are ``None``: ``delay`` is the wait before a retry,
     ``error``/``exception`` the failure behind a retry, a stage's end or a
     failed cleanup, ``reason`` the stop reason, ``stage_result`` and
-    ``pipeline_result`` the final records.
+    ``pipeline_result`` the final records. ``duration_ms`` is the stage's
+    duration on STAGE_FINISHED, the cleanup's on CLEANUP_FINISHED and the
+    run's on RUN_FINISHED.
     """
 
     kind: EventKind
@@ -115,12 +123,14 @@ def _level(event: PipelineEvent) -> int:
 class Emitter:
     """Turns scheduler calls into events for one run."""
 
-    __slots__ = ("_listeners", "_name", "_pipeline_id", "verbose")
+    __slots__ = ("_delivering", "_listeners", "_name", "_pending", "_pipeline_id", "verbose")
 
     def __init__(self, pipeline_id: str, name: str, listeners: list[Listener]) -> None:
         self._pipeline_id = pipeline_id
         self._name = name
         self._listeners = listeners  # the pipeline's live list
+        self._pending: collections.deque[PipelineEvent] = collections.deque()
+        self._delivering = False
         self.verbose = False
         self.refresh()
 
@@ -129,9 +139,27 @@ class Emitter:
         self.verbose = bool(self._listeners) or logger.isEnabledFor(logging.DEBUG)
 
     def emit(self, kind: EventKind, **fields: Any) -> None:
+        """Build the event and deliver it.
+
+        An event emitted while another is being delivered (a listener that
+        cancels or pauses the run) waits until every listener has seen the
+        current one, so all listeners see the same order.
+        """
         event = PipelineEvent(
             kind, self._pipeline_id, self._name, time.monotonic(), time.time(), **fields
         )
+        if self._delivering:
+            self._pending.append(event)
+            return
+        self._delivering = True
+        try:
+            self._deliver(event)
+            while self._pending:
+                self._deliver(self._pending.popleft())
+        finally:
+            self._delivering = False
+
+    def _deliver(self, event: PipelineEvent) -> None:
         level = _level(event)
         if logger.isEnabledFor(level):
             logger.log(
@@ -140,7 +168,7 @@ class Emitter:
                 extra={
                     "pipeline_id": event.pipeline_id,
                     "pipeline_name": event.pipeline_name,
-                    "event": kind.value,
+                    "event": event.kind.value,
                     "stage_id": event.stage_id,
                     "attempt": event.attempt,
                     "status": None if event.status is None else event.status.name,
@@ -150,7 +178,7 @@ class Emitter:
             try:
                 listener(event)
             except Exception:
-                logger.exception("event listener %r failed on %s", listener, kind.value)
+                logger.exception("event listener %r failed on %s", listener, event.kind.value)
 
 
 class EventStream:
@@ -169,6 +197,7 @@ class EventStream:
         self._receive: MemoryObjectReceiveStream[PipelineEvent]
         self._send, self._receive = anyio.create_memory_object_stream[PipelineEvent](max_buffer)
         self._ended = False
+        #: Events lost because the consumer fell behind (oldest first).
         self.dropped = 0
 
     def __call__(self, event: PipelineEvent) -> None:

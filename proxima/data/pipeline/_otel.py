@@ -31,7 +31,10 @@ class OpenTelemetryListener:
     with attributes ``proxima.stage_id``, ``proxima.attempt`` and
     ``proxima.outcome``; a failed attempt's span has status ERROR and the
     exception recorded. Stops and cleanups are span events on the run span.
-    Uses the global tracer provider unless one is given.
+    Spans that a handler opens are children of its attempt's span.
+
+    ``tracer_provider`` defaults to the global one; pass ``tracer`` to use a
+    tracer you already have.
     """
 
     def __init__(
@@ -43,7 +46,10 @@ class OpenTelemetryListener:
             raise ImportError(
                 "OpenTelemetryListener needs opentelemetry-api: pip install 'proxima[otel]'"
             ) from exc
+        from opentelemetry import context as otel_context
+
         self._trace = trace
+        self._context = otel_context
         self._tracer = tracer or trace.get_tracer(
             "proxima.data.pipeline", tracer_provider=tracer_provider
         )
@@ -64,7 +70,7 @@ class OpenTelemetryListener:
         elif kind is EventKind.STAGE_STARTED and event.stage_id is not None:
             parent = self._runs.get(event.pipeline_id)
             context = None if parent is None else self._trace.set_span_in_context(parent)
-            self._attempts[(event.pipeline_id, event.stage_id)] = self._tracer.start_span(
+            span = self._tracer.start_span(
                 f"stage {event.stage_id}",
                 context=context,
                 start_time=_ns(event.wall),
@@ -73,6 +79,12 @@ class OpenTelemetryListener:
                     "proxima.attempt": event.attempt or 0,
                 },
             )
+            self._attempts[(event.pipeline_id, event.stage_id)] = span
+            # STAGE_STARTED is delivered in the attempt's own task, right
+            # before the handler is called: make the span current there so
+            # spans the handler opens nest under it. The task ends with the
+            # attempt, so nothing needs detaching.
+            self._context.attach(self._trace.set_span_in_context(span))
         elif kind in (EventKind.STAGE_RETRYING, EventKind.STAGE_FINISHED):
             self._end_attempt(event)
         elif kind in (EventKind.STOP_REQUESTED, EventKind.CLEANUP_FINISHED):

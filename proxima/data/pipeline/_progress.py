@@ -49,14 +49,14 @@ class _Row:
 class RichProgress:
     """Overall progress and a live table of stages (status, attempt, elapsed).
 
-    Use it as a context manager around runs of one pipeline::
+    Use it as a context manager around runs of one pipeline
+    (``with RichProgress(pipeline): await pipeline.execute()``) or add it as
+    a listener yourself. The table shows the stages that are active and the
+    latest finished ones, so it stays readable for pipelines of any size.
 
-        with RichProgress(pipeline):
-            await pipeline.execute()
-
-    or add it as a listener yourself. The table shows the stages that are
-    active and the latest finished ones (``max_rows`` in all), so it stays
-    readable for pipelines of any size.
+    ``console`` is the rich console to draw on (a new one on stdout by
+    default); ``max_rows`` caps the table; ``refresh_per_second`` is how
+    often rich redraws; ``transient=True`` erases the display at the end.
     """
 
     def __init__(
