@@ -5,9 +5,10 @@ Every state change of a stage (R2.5) and of the run becomes one frozen
 which calls listeners in order (a listener that raises is logged and
 ignored) and writes one log record per event.
 
-Cost: the events on a stage's normal path (queued, started, completed) are
-built only while somebody listens or DEBUG logging is on; the rarer ones
-(retries, failures, stops, cleanup, start and end of the run) always are.
+Cost: an event is built only while somebody listens or its log level is on.
+The scheduler also skips the call for the normal-path events (queued,
+started, completed: DEBUG) unless ``Emitter.verbose``, since even the call's
+keyword arguments cost something per stage.
 """
 
 from __future__ import annotations
@@ -107,16 +108,17 @@ _QUIET_KINDS = frozenset({EventKind.STAGE_QUEUED, EventKind.STAGE_STARTED})
 _LOUD_STATUSES = frozenset({StageStatus.FAILED, StageStatus.TIMED_OUT})
 
 
-def _level(event: PipelineEvent) -> int:
-    kind = event.kind
+def _level(kind: EventKind, status: object, error: object) -> int:
+    """The log level of an event: DEBUG for the normal path, WARNING for
+    failures, INFO for the rest."""
     if kind in _QUIET_KINDS:
         return logging.DEBUG
     if kind is EventKind.STAGE_FINISHED:
-        if event.status is StageStatus.COMPLETED:
+        if status is StageStatus.COMPLETED:
             return logging.DEBUG
-        return logging.WARNING if event.status in _LOUD_STATUSES else logging.INFO
+        return logging.WARNING if status in _LOUD_STATUSES else logging.INFO
     if kind is EventKind.CLEANUP_FINISHED:
-        return logging.WARNING if event.error else logging.DEBUG
+        return logging.WARNING if error else logging.DEBUG
     return logging.INFO
 
 
@@ -143,8 +145,12 @@ class Emitter:
 
         An event emitted while another is being delivered (a listener that
         cancels or pauses the run) waits until every listener has seen the
-        current one, so all listeners see the same order.
+        current one, so all listeners see the same order. Nothing is built
+        when nobody listens and the event's log level is off.
         """
+        level = _level(kind, fields.get("status"), fields.get("error"))
+        if not self._listeners and not logger.isEnabledFor(level):
+            return
         event = PipelineEvent(
             kind, self._pipeline_id, self._name, time.monotonic(), time.time(), **fields
         )
@@ -160,7 +166,7 @@ class Emitter:
             self._delivering = False
 
     def _deliver(self, event: PipelineEvent) -> None:
-        level = _level(event)
+        level = _level(event.kind, event.status, event.error)
         if logger.isEnabledFor(level):
             logger.log(
                 level,
