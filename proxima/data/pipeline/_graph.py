@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Sequence
+from typing import NoReturn
 
 import attrs
 
@@ -64,11 +65,31 @@ def plan(stages: Sequence[Stage]) -> Plan:
             dependents[dep_position].append(position)
         dependencies.append(tuple(positions))
 
-    _reject_cycles(stages)
-    return Plan(tuple(stages), tuple(dependencies), tuple(tuple(d) for d in dependents))
+    frozen_dependents = tuple(tuple(d) for d in dependents)
+    if not _is_acyclic(dependencies, frozen_dependents):
+        _reject_cycle(stages)
+    return Plan(tuple(stages), tuple(dependencies), frozen_dependents)
 
 
-def _reject_cycles(stages: Sequence[Stage]) -> None:
+def _is_acyclic(
+    dependencies: Sequence[tuple[int, ...]], dependents: Sequence[tuple[int, ...]]
+) -> bool:
+    """Kahn's count over positions: cheap enough to run on every plan."""
+    waiting = [len(deps) for deps in dependencies]
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    seen = 0
+    while ready:
+        position = ready.pop()
+        seen += 1
+        for dependent in dependents[position]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                ready.append(dependent)
+    return seen == len(dependencies)
+
+
+def _reject_cycle(stages: Sequence[Stage]) -> NoReturn:
+    """Raise with one cycle's path; graphlib finds it (only on the error path)."""
     sorter = graphlib.TopologicalSorter({st.stage_id: st.dependencies for st in stages})
     try:
         sorter.prepare()
@@ -77,3 +98,4 @@ def _reject_cycles(stages: Sequence[Stage]) -> None:
         raise PipelineValidationError(
             f"dependency cycle: {' -> '.join(cycle)}", stage_id=cycle[0]
         ) from None
+    raise PipelineValidationError("dependency cycle")  # pragma: no cover - graphlib found it

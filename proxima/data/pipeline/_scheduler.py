@@ -62,6 +62,7 @@ _FAILED = StageStatus.FAILED
 _TIMED_OUT = StageStatus.TIMED_OUT
 _CANCELLED = StageStatus.CANCELLED
 _SKIPPED = StageStatus.SKIPPED
+_TERMINAL = frozenset({_COMPLETED, _FAILED, _TIMED_OUT, _CANCELLED, _SKIPPED})
 
 
 class _Origin(enum.Enum):
@@ -156,6 +157,8 @@ class Run:
         self._tg: anyio.abc.TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
         self._done: anyio.Event | None = None
+        self._cancel_exc: PipelineCancelledException | None = None
+        self._cancel_text = ""
         self._cleanup_errors: dict[str, str] = {}
         self._cleanup_log: dict[str, dict[str, Any]] = {}
         self.emitter = Emitter(ctx.pipeline_id, config.name, [] if listeners is None else listeners)
@@ -456,12 +459,18 @@ class Run:
             metrics["queue_wait_ms"] = run.queue_wait * 1000.0
             metrics["retry_delay_ms"] = run.retry_delay * 1000.0
             metrics["attempts"] = run.attempt_log
+        if exc is None:
+            error = None
+        elif exc is self._cancel_exc:
+            error = self._cancel_text
+        else:
+            error = _describe(exc)
         result = StageResult(
             stage.stage_id,
             stage.name,
             status,
             value,
-            None if exc is None else _describe(exc),
+            error,
             exc,
             run.start_wall,
             run.end_wall,
@@ -531,9 +540,14 @@ class Run:
             self._tg.cancel_scope.cancel()
 
     def _cancelled_exc(self) -> PipelineCancelledException:
-        return PipelineCancelledException(
-            self._ctx.cancellation_reason or CancellationReason.EXTERNAL
-        )
+        """The record for stages a stop cancelled: one per run, since it only
+        says why (stopping 1 000 stages should not build 1 000 of them)."""
+        reason = self._ctx.cancellation_reason or CancellationReason.EXTERNAL
+        exc = self._cancel_exc
+        if exc is None or exc.reason is not reason:
+            exc = self._cancel_exc = PipelineCancelledException(reason)
+            self._cancel_text = _describe(exc)
+        return exc
 
     def _log_attempt(
         self,
@@ -570,7 +584,7 @@ class Run:
             self._origin = _Origin.EXTERNAL
         origin = self._origin
         for run in self._runs:
-            if not run.status.is_terminal:
+            if run.status not in _TERMINAL:
                 self._end_stage(run, _CANCELLED, self._cancelled_exc())
         result = PipelineResult(
             self._ctx.pipeline_id,
