@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -312,6 +313,15 @@ class Run:
             heapq.heappush(self._ready, run.position)  # still QUEUED; resume refills
             self._task_done()
             return
+        try:
+            # The caller's cancellation may have landed since the slot was
+            # handed out, before this run heard of it (R5.6).
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            self._running -= 1
+            self._end_stage(run, _CANCELLED, self._cancelled_exc())
+            self._alive -= 1
+            raise
         ctx = self._ctx
         run.attempts += 1
         run.status = _RUNNING
@@ -334,34 +344,40 @@ class Run:
         error: Exception | None = None
         timed_out = False
         try:
+            # After the handler returns, a cancellation it swallowed is
+            # re-checked: a stage cancelled by a stop or by the caller ends
+            # CANCELLED, not COMPLETED with whatever it returned (R5.2).
             if timeout is None:
                 value = run.stage.handler(ctx, run.input)
                 if _isawaitable(value):
                     value = await value
+                await anyio.lowlevel.checkpoint_if_cancelled()
             else:
                 with anyio.move_on_after(timeout) as scope:
                     value = run.stage.handler(ctx, run.input)
                     if _isawaitable(value):
                         value = await value
+                    await anyio.lowlevel.checkpoint_if_cancelled()
                 # A blocking sync handler cannot be interrupted, but one that
                 # overran its deadline has still timed out.
                 timed_out = scope.cancel_called or anyio.current_time() >= scope.deadline
-        except anyio.get_cancelled_exc_class():
-            # The run's scope or the caller's: a forced stop (R5.2) or an
-            # external cancel (R5.6). Record it and let it propagate.
-            self._running -= 1
-            self._log_attempt(run, started, wall, "cancelled", None)
-            self._end_stage(run, _CANCELLED, self._cancelled_exc())
-            self._alive -= 1
-            raise
+        except anyio.get_cancelled_exc_class() as exc:
+            if anyio.current_effective_deadline() == -math.inf:
+                # The run's scope or the caller's: a forced stop (R5.2) or an
+                # external cancel (R5.6). Record it and let it propagate.
+                self._running -= 1
+                self._log_attempt(run, started, wall, "cancelled", None)
+                self._end_stage(run, _CANCELLED, self._cancelled_exc())
+                self._alive -= 1
+                raise
+            # Nothing cancelled us: the handler raised a stray cancellation
+            # exception of its own (asyncio), a BaseException like any other.
+            self._fatal_in_stage(run, started, wall, exc)
+            return
         except Exception as exc:
             error = exc
         except BaseException as exc:  # KeyboardInterrupt, SystemExit: R5.6
-            self._running -= 1
-            self._log_attempt(run, started, wall, "failed", exc)
-            self._end_stage(run, _FAILED, exc)
-            self._alive -= 1
-            self._die(exc)
+            self._fatal_in_stage(run, started, wall, exc)
             return
         self._running -= 1
 
@@ -407,6 +423,18 @@ class Run:
             self._stage_failed(run, _TIMED_OUT if timed_out else _FAILED, failure)
         self._fill_slots()
         self._task_done()
+
+    def _fatal_in_stage(
+        self, run: _StageRun, started: float, wall: float, exc: BaseException
+    ) -> None:
+        """R5.6: the stage ends FAILED with ``exc``, its dependents SKIPPED
+        (R5.3), and everything else is cancelled at once."""
+        self._running -= 1
+        self._log_attempt(run, started, wall, "failed", exc)
+        self._end_stage(run, _FAILED, exc)
+        self._skip_dependents(run)
+        self._alive -= 1
+        self._die(exc)
 
     async def _retry_later(self, run: _StageRun, delay: float) -> None:
         """Wait out a retry delay without a slot, then re-queue (R2.3, R4.6)."""
@@ -495,6 +523,13 @@ class Run:
     def _stage_failed(self, run: _StageRun, status: StageStatus, exc: BaseException) -> None:
         """R6: skip everything downstream; stop the run if the stage is critical."""
         self._end_stage(run, status, exc)
+        self._skip_dependents(run)
+        if run.stage.critical and not self._config.continue_on_error:
+            self._stop(_Origin.FAILURE, CancellationReason.ERROR)
+
+    def _skip_dependents(self, run: _StageRun) -> None:
+        """Every stage downstream of ``run`` that has not started ends SKIPPED,
+        blaming ``run`` (R6.2, R5.3); each stage is visited at most once."""
         root = run.stage.stage_id
         plan = self._plan
         runs = self._runs
@@ -508,8 +543,6 @@ class Run:
                     DependencyFailedException(dependent.stage.stage_id, root),
                 )
                 todo.extend(plan.dependents[dependent.position])
-        if run.stage.critical and not self._config.continue_on_error:
-            self._stop(_Origin.FAILURE, CancellationReason.ERROR)
 
     def _stop(self, origin: _Origin, reason: CancellationReason) -> None:
         """Begin the stop sequence (R5.2). The first stop wins, except that the
@@ -572,14 +605,12 @@ class Run:
     async def _finish_run(self, start_wall: float) -> PipelineResult:
         """Cleanup after a stop (R5.4), then the result (R6.3, R7.1).
 
-        Raises the caller's cancellation if it interrupted a cleanup (only an
-        asyncio ``Task.cancel()`` can reach into the shielded scope), after
-        the result is recorded.
+        Raises the caller's cancellation if one arrived during cleanup, after
+        the cleanup finished and the result is recorded.
         """
         interrupted: BaseException | None = None
         if self._origin is not None and self._config.cleanup_on_cancel:
-            with anyio.CancelScope(shield=True):
-                interrupted = await self._cleanup()
+            interrupted = await self._cleanup_shielded()
         if interrupted is not None:
             self._origin = _Origin.EXTERNAL
         origin = self._origin
@@ -641,45 +672,52 @@ class Run:
             return PipelineStatus.COMPLETED
         return PipelineStatus.PARTIALLY_COMPLETED if any_completed else PipelineStatus.FAILED
 
-    async def _cleanup(self) -> BaseException | None:
-        """Each started stage's cleanup, newest first, one at a time, bounded.
+    async def _cleanup_shielded(self) -> BaseException | None:
+        """Run the cleanups in a task of their own, shielded, and wait for
+        them. Neither an anyio cancellation nor an asyncio ``Task.cancel()``
+        of this task can cut them short (the latter would reach into a
+        shielded scope of this very task); such a cancellation is returned
+        to be re-raised once the cleanups are done."""
+        try:
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._cleanup)
+        except anyio.get_cancelled_exc_class() as exc:
+            return exc
+        return None
 
-        Returns (not raises) a cancellation that reached a cleanup despite the
-        shield, so the remaining cleanups still run.
-        """
-        interrupted: BaseException | None = None
-        ctx = self._ctx
+    async def _cleanup(self) -> None:
+        """Each started stage's cleanup, newest first, one at a time, bounded."""
+        with anyio.CancelScope(shield=True):
+            for run in reversed(self._started):
+                if run.stage.cleanup_handler is not None:
+                    await self._clean_up(run)
+
+    async def _clean_up(self, run: _StageRun) -> None:
+        handler = run.stage.cleanup_handler
+        assert handler is not None
         limit = self._config.timeout.cleanup_timeout_seconds
-        for run in reversed(self._started):
-            handler = run.stage.cleanup_handler
-            if handler is None:
-                continue
-            stage_id = run.stage.stage_id
-            started, wall = _perf(), _wall()
+        stage_id = run.stage.stage_id
+        started, wall = _perf(), _wall()
+        with anyio.move_on_after(limit) as scope:
             try:
-                with anyio.move_on_after(limit) as scope:
-                    try:
-                        outcome = handler(ctx)
-                        if _isawaitable(outcome):
-                            await outcome
-                    except Exception as exc:
-                        self._cleanup_errors[stage_id] = _describe(exc)
-            except anyio.get_cancelled_exc_class() as exc:
-                interrupted = exc
-                self._cleanup_errors[stage_id] = "cleanup interrupted by the caller's cancellation"
-            if scope.cancel_called and stage_id not in self._cleanup_errors:
-                self._cleanup_errors[stage_id] = f"cleanup timed out after {limit:g}s"
-            error = self._cleanup_errors.get(stage_id)
-            duration_ms = (_perf() - started) * 1000.0
-            self._cleanup_log[stage_id] = {
-                "start_time": wall,
-                "duration_ms": duration_ms,
-                "error": error,
-            }
-            self.emitter.emit(
-                EventKind.CLEANUP_FINISHED, stage_id=stage_id, error=error, duration_ms=duration_ms
-            )
-        return interrupted
+                outcome = handler(self._ctx)
+                if _isawaitable(outcome):
+                    await outcome
+            except Exception as exc:
+                self._cleanup_errors[stage_id] = _describe(exc)
+        if scope.cancel_called and stage_id not in self._cleanup_errors:
+            self._cleanup_errors[stage_id] = f"cleanup timed out after {limit:g}s"
+        error = self._cleanup_errors.get(stage_id)
+        duration_ms = (_perf() - started) * 1000.0
+        self._cleanup_log[stage_id] = {
+            "start_time": wall,
+            "duration_ms": duration_ms,
+            "error": error,
+        }
+        self.emitter.emit(
+            EventKind.CLEANUP_FINISHED, stage_id=stage_id, error=error, duration_ms=duration_ms
+        )
 
 
 def _first_real_error(exc: BaseException) -> BaseException:
