@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+from helpers import (
+    NO_RETRY,
+    blocks_forever,
+    executing,
+    finished,
+    grace,
+    make_pipeline,
+    recording_cleanup,
+    returns,
+    st,
+    stop_when,
+)
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -21,63 +32,11 @@ from proxima.data.pipeline import (
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
-    Stage,
     StageStatus,
     StageTimeoutException,
-    TimeoutConfig,
 )
 
 pytestmark = pytest.mark.anyio
-
-NO_RETRY = RetryConfig(strategy=RetryStrategy.NONE)
-
-
-def make_pipeline(
-    *stages: Stage,
-    retry: RetryConfig = NO_RETRY,
-    timeout: TimeoutConfig | None = None,
-    **config: Any,
-) -> Pipeline:
-    pipeline = Pipeline(PipelineConfig(retry=retry, timeout=timeout or TimeoutConfig(), **config))
-    pipeline.add_stages(stages)
-    return pipeline
-
-
-def grace(seconds: float | None, **more: Any) -> TimeoutConfig:
-    return TimeoutConfig(grace_period_seconds=seconds, **more)
-
-
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
-
-
-def blocks_forever(started: anyio.Event | None = None, log: list[str] | None = None) -> Any:
-    async def handler(ctx: Any, _: Any) -> None:
-        if started is not None:
-            started.set()
-        try:
-            await anyio.sleep_forever()
-        except anyio.get_cancelled_exc_class():
-            if log is not None:
-                log.append("cancelled")
-            raise
-
-    return handler
-
-
-def returns(value: Any) -> Any:
-    async def handler(ctx: Any, _: Any) -> Any:
-        return value
-
-    return handler
-
-
-def recording_cleanup(log: list[str], name: str) -> Callable[[PipelineContext], Any]:
-    async def cleanup(ctx: PipelineContext) -> None:
-        log.append(name)
-
-    return cleanup
-
 
 # -- R5.1 requesting a stop -----------------------------------------------------------------------
 
@@ -101,15 +60,13 @@ async def test_r5_1_cancel_from_a_stage_is_idempotent_first_reason_wins() -> Non
 async def test_r5_1_cancel_from_another_task_is_idempotent_first_reason_wins() -> None:
     started = anyio.Event()
     pipeline = make_pipeline(st("a", blocks_forever(started)), timeout=grace(0.05))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
-            pipeline.cancel(CancellationReason.USER_REQUESTED)
-            pipeline.cancel(CancellationReason.ERROR)
-    result = pipeline.result
-    assert result is not None
+
+    def cancel_three_times() -> None:
+        pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
+        pipeline.cancel(CancellationReason.USER_REQUESTED)
+        pipeline.cancel(CancellationReason.ERROR)
+
+    result, _ = await stop_when(pipeline, started, stop=cancel_three_times)
     assert result.status is PipelineStatus.CANCELLED
     assert result.cancellation_reason is CancellationReason.RESOURCE_LIMIT
     assert result.stage_results["a"].status is StageStatus.CANCELLED
@@ -123,15 +80,12 @@ async def test_r5_1_cancel_from_another_thread() -> None:
         pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
         pipeline.cancel(CancellationReason.USER_REQUESTED)
 
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            thread = threading.Thread(target=from_thread)
-            thread.start()
-            await anyio.to_thread.run_sync(thread.join)
-    result = pipeline.result
-    assert result is not None
+    async with executing(pipeline):
+        await started.wait()
+        thread = threading.Thread(target=from_thread)
+        thread.start()
+        await anyio.to_thread.run_sync(thread.join)
+    result = finished(pipeline)
     assert result.status is PipelineStatus.CANCELLED
     assert result.cancellation_reason is CancellationReason.RESOURCE_LIMIT
     assert result.stage_results["a"].status is StageStatus.CANCELLED
@@ -236,12 +190,12 @@ async def test_r5_2_stop_makes_is_cancelled_true_and_check_cancelled_raise() -> 
     started, go = anyio.Event(), anyio.Event()
     seen: dict[str, Any] = {}
     pipeline = make_pipeline(st("a", cooperative(started, go, seen)), timeout=grace(2.0))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
-            go.set()
+    await stop_when(
+        pipeline,
+        started,
+        stop=lambda: pipeline.cancel(CancellationReason.RESOURCE_LIMIT),
+        then=go.set,
+    )
     assert seen["is_cancelled"] is True
     assert isinstance(seen["raised"], PipelineCancelledException)
     assert seen["raised"].reason is CancellationReason.RESOURCE_LIMIT
@@ -250,14 +204,7 @@ async def test_r5_2_stop_makes_is_cancelled_true_and_check_cancelled_raise() -> 
 async def test_r5_2_stage_finishing_within_grace_keeps_completed_and_its_result() -> None:
     started, go = anyio.Event(), anyio.Event()
     pipeline = make_pipeline(st("a", cooperative(started, go, {})), timeout=grace(2.0))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-            go.set()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started, then=go.set)
     assert result.status is PipelineStatus.CANCELLED
     assert result.stage_results["a"].status is StageStatus.COMPLETED
     assert result.stage_results["a"].result == "finished within grace"
@@ -277,14 +224,7 @@ async def test_r5_2_no_new_attempt_starts_after_a_stop() -> None:
         parallel_stages=False,
         timeout=grace(2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-            go.set()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started, then=go.set)
     assert later_calls == []
     assert result.stage_results["a"].status is StageStatus.COMPLETED
     for sid in ("b", "c"):
@@ -297,15 +237,7 @@ async def test_r5_2_running_stages_are_cancelled_after_the_grace_period() -> Non
     started = anyio.Event()
     log: list[str] = []
     pipeline = make_pipeline(st("a", blocks_forever(started, log)), timeout=grace(0.15))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
-    elapsed = time.perf_counter() - cancelled_at
-    result = pipeline.result
-    assert result is not None
+    result, elapsed = await stop_when(pipeline, started)
     assert log == ["cancelled"]
     assert result.stage_results["a"].status is StageStatus.CANCELLED
     assert result.status is PipelineStatus.CANCELLED
@@ -321,16 +253,7 @@ async def test_r5_2_grace_period_is_an_upper_bound_for_a_cooperative_stage() -> 
         ctx.check_cancelled()
 
     pipeline = make_pipeline(st("a", cooperative_stage), timeout=grace(2.0))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
-            go.set()
-    elapsed = time.perf_counter() - cancelled_at
-    result = pipeline.result
-    assert result is not None
+    result, elapsed = await stop_when(pipeline, started, then=go.set)
     assert result.stage_results["a"].status is StageStatus.CANCELLED
     assert elapsed < 1.0  # well below the 2 s grace period
 
@@ -349,15 +272,7 @@ async def test_r5_2_r5_7_stop_completes_at_once_when_a_stage_waits_for_a_retry()
         ),
         timeout=grace(2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await failed.wait()
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
-    elapsed = time.perf_counter() - cancelled_at
-    result = pipeline.result
-    assert result is not None
+    result, elapsed = await stop_when(pipeline, failed)
     assert result.stage_results["s"].status is StageStatus.CANCELLED
     # Nothing is running: neither the 10 s delay nor the 2 s grace may hold it up.
     assert elapsed < 1.0
@@ -379,14 +294,7 @@ async def test_r5_2_grace_still_bounds_running_stages_while_another_waits_for_a_
         timeout=grace(0.1),
     )
     # With a 0.1 s grace period the run must end long before this deadline.
-    with anyio.fail_after(2):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await failed.wait()
-            await hanging.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, failed, hanging, limit=2)
     assert result.status is PipelineStatus.CANCELLED
     assert result.stage_results["s"].status is StageStatus.CANCELLED
     assert result.stage_results["h"].status is StageStatus.CANCELLED
@@ -458,13 +366,7 @@ async def test_r5_3_dependents_of_a_stage_timing_out_during_grace_are_skipped() 
         st("after_slow", returns(1), ["slow"]),
         timeout=grace(2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started)
     assert result.stage_results["slow"].status is StageStatus.TIMED_OUT
     assert result.stage_results["after_slow"].status is StageStatus.SKIPPED
     assert result.status is PipelineStatus.CANCELLED
@@ -478,14 +380,9 @@ async def test_r5_3_stage_cancelled_by_a_stop_is_never_timed_out(trigger: str) -
         st("a", blocks_forever(started), timeout_seconds=0.3),
         timeout=grace(0, pipeline_timeout_seconds=pipeline_timeout),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            if trigger == "cancel":
-                pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(
+        pipeline, started, stop=pipeline.cancel if trigger == "cancel" else lambda: None
+    )
     stage = result.stage_results["a"]
     assert stage.status is StageStatus.CANCELLED
     assert not isinstance(stage.exception, StageTimeoutException)
@@ -527,11 +424,7 @@ async def test_r5_4_cleanup_runs_in_reverse_start_order_one_at_a_time() -> None:
         max_parallel=3,
         timeout=grace(0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await all_started.wait()
-            pipeline.cancel()
+    await stop_when(pipeline, all_started)
     expected: list[tuple[str, str]] = []
     for name in reversed(start_order):
         expected += [("enter", name), ("exit", name)]
@@ -549,11 +442,7 @@ async def test_r5_4_cleanup_runs_in_reverse_start_order_sequential_chain() -> No
         parallel_stages=False,
         timeout=grace(0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
+    await stop_when(pipeline, started)
     assert log == ["c", "b", "a"]
 
 
@@ -567,11 +456,7 @@ async def test_r5_4_cleanup_only_for_stages_that_started() -> None:
         max_parallel=1,
         timeout=grace(0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
+    await stop_when(pipeline, started)
     assert log == ["a"]
 
 
@@ -630,13 +515,7 @@ async def test_r5_4_hanging_cleanup_is_bounded_by_cleanup_timeout_and_recorded()
         st("b", blocks_forever(started), ["a"], cleanup_handler=hangs),
         timeout=grace(0, cleanup_timeout_seconds=0.1),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started)
     assert log == ["b begins", "a"]  # the next cleanup still ran
     errors = result.metadata["cleanup_errors"]
     assert set(errors) == {"b"}
@@ -658,13 +537,7 @@ async def test_r5_4_raising_cleanup_is_recorded_and_does_not_change_the_status()
         st("b", blocks_forever(started), ["a"], cleanup_handler=broken),
         timeout=grace(0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started)
     assert log == ["b", "a"]
     errors = result.metadata["cleanup_errors"]
     assert set(errors) == {"b"}
@@ -691,12 +564,9 @@ async def test_r5_4_cleanup_runs_after_every_kind_of_stop(trigger: str) -> None:
         *stages,
         timeout=grace(0, pipeline_timeout_seconds=0.05 if trigger == "pipeline_timeout" else None),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            if trigger == "cancel":
-                pipeline.cancel()
+    await stop_when(
+        pipeline, started, stop=pipeline.cancel if trigger == "cancel" else lambda: None
+    )
     assert sorted(log) == (["a", "f"] if trigger == "critical_failure" else ["a"])
 
 
@@ -708,11 +578,7 @@ async def test_r5_4_cleanup_on_cancel_false_skips_cleanup() -> None:
         cleanup_on_cancel=False,
         timeout=grace(0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
+    await stop_when(pipeline, started)
     assert log == []
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.CANCELLED
@@ -881,20 +747,17 @@ async def test_r5_7_wait_if_paused_in_a_stage_returns_promptly_on_cancel() -> No
         ctx.check_cancelled()
 
     pipeline = make_pipeline(st("a", waits), timeout=grace(2.0))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.pause()
-            go.set()
-            await anyio.wait_all_tasks_blocked()
-            assert seen == []  # held by the pause
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
+    async with executing(pipeline):
+        await started.wait()
+        pipeline.pause()
+        go.set()
+        await anyio.wait_all_tasks_blocked()
+        assert seen == []  # held by the pause
+        cancelled_at = time.perf_counter()
+        pipeline.cancel()
     elapsed = time.perf_counter() - cancelled_at
     assert seen == ["returned"]
-    assert pipeline.result is not None
-    assert pipeline.result.stage_results["a"].status is StageStatus.CANCELLED
+    assert finished(pipeline).stage_results["a"].status is StageStatus.CANCELLED
     assert elapsed < 1.0  # well below the 2 s grace period
 
 
