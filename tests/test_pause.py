@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import anyio
 import pytest
+from helpers import executing, finished, make_pipeline, recording, st, waits_for
 
 from proxima.data.pipeline import (
     CancellationReason,
-    Pipeline,
     PipelineConfig,
     PipelineContext,
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
-    Stage,
     StageStatus,
     TimeoutConfig,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def make_pipeline(*stages: Stage, **config: Any) -> Pipeline:
-    config.setdefault("retry", RetryConfig(strategy=RetryStrategy.NONE))
-    pipeline = Pipeline(PipelineConfig(**config))
-    pipeline.add_stages(stages)
-    return pipeline
-
-
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
-
-
-def recording(calls: list[str], name: str, value: Any = None) -> Any:
-    async def handler(ctx: Any, _: Any) -> Any:
-        calls.append(name)
-        return value if value is not None else name
-
-    return handler
-
-
-def waits_for(started: anyio.Event, go: anyio.Event, calls: list[str], name: str) -> Any:
-    async def handler(ctx: Any, _: Any) -> str:
-        calls.append(name)
-        started.set()
-        await go.wait()
-        return name
-
-    return handler
 
 
 # -- R9.1 pause holds new attempts ----------------------------------------------------------------
@@ -64,22 +33,20 @@ async def test_r9_1_pause_holds_new_stages_while_running_ones_go_on() -> None:
         st("a", waits_for(started, go, calls, "a")),
         st("b", recording(calls, "b"), ["a"]),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            assert pipeline.status is PipelineStatus.RUNNING
-            pipeline.pause()
-            assert pipeline.status is PipelineStatus.PAUSED
-            go.set()  # the running stage goes on and finishes
-            await anyio.wait_all_tasks_blocked()
-            assert calls == ["a"]
-            live = pipeline.stage_statuses()
-            assert live["a"] is StageStatus.COMPLETED
-            assert live["b"] is StageStatus.QUEUED
-            assert pipeline.status is PipelineStatus.PAUSED
-            assert pipeline.is_running
-            pipeline.resume()
+    async with executing(pipeline):
+        await started.wait()
+        assert pipeline.status is PipelineStatus.RUNNING
+        pipeline.pause()
+        assert pipeline.status is PipelineStatus.PAUSED
+        go.set()  # the running stage goes on and finishes
+        await anyio.wait_all_tasks_blocked()
+        assert calls == ["a"]
+        live = pipeline.stage_statuses()
+        assert live["a"] is StageStatus.COMPLETED
+        assert live["b"] is StageStatus.QUEUED
+        assert pipeline.status is PipelineStatus.PAUSED
+        assert pipeline.is_running
+        pipeline.resume()
     assert calls == ["a", "b"]
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.COMPLETED
@@ -101,19 +68,16 @@ async def test_r9_1_pause_holds_a_retry_attempt() -> None:
         st("s", fails_once),
         retry=RetryConfig(max_retries=2, strategy=RetryStrategy.IMMEDIATE),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.pause()
-            go.set()
-            await anyio.wait_all_tasks_blocked()
-            assert calls == [1]  # the retry waits for resume
-            assert pipeline.stage_statuses()["s"] is StageStatus.QUEUED
-            pipeline.resume()
+    async with executing(pipeline):
+        await started.wait()
+        pipeline.pause()
+        go.set()
+        await anyio.wait_all_tasks_blocked()
+        assert calls == [1]  # the retry waits for resume
+        assert pipeline.stage_statuses()["s"] is StageStatus.QUEUED
+        pipeline.resume()
     assert calls == [1, 2]
-    result = pipeline.result
-    assert result is not None
+    result = finished(pipeline)
     assert result.stage_results["s"].status is StageStatus.COMPLETED
     assert result.stage_results["s"].attempt_count == 2
 
@@ -129,15 +93,13 @@ async def test_r9_1_ctx_pause_from_a_stage_holds_its_dependents() -> None:
         return "a"
 
     pipeline = make_pipeline(st("a", pauses), st("b", recording(calls, "b"), ["a"]))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await paused.wait()
-            await anyio.wait_all_tasks_blocked()
-            assert calls == ["a"]
-            assert pipeline.status is PipelineStatus.PAUSED
-            assert pipeline.stage_statuses()["b"] is StageStatus.QUEUED
-            pipeline.resume()
+    async with executing(pipeline):
+        await paused.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert calls == ["a"]
+        assert pipeline.status is PipelineStatus.PAUSED
+        assert pipeline.stage_statuses()["b"] is StageStatus.QUEUED
+        pipeline.resume()
     assert calls == ["a", "b"]
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.COMPLETED
@@ -156,13 +118,11 @@ async def test_r9_1_pause_from_a_stage_holds_a_sibling_that_already_got_a_slot()
         return handler
 
     pipeline = make_pipeline(st("x", make("x")), st("y", make("y")))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await anyio.wait_all_tasks_blocked()
-            # No handler may be called once the pause was requested.
-            assert [paused for _, paused in called] == [False]
-            pipeline.resume()
+    async with executing(pipeline):
+        await anyio.wait_all_tasks_blocked()
+        # No handler may be called once the pause was requested.
+        assert [paused for _, paused in called] == [False]
+        pipeline.resume()
     assert len(called) == 2
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.COMPLETED
@@ -209,17 +169,15 @@ async def test_r9_2_resume_lets_queued_stages_start_at_once() -> None:
         st("c", recording(calls, "c"), ["a"]),
         max_parallel=1,
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.pause()
-            go.set()
-            await anyio.wait_all_tasks_blocked()
-            assert not b_started.is_set()
-            assert pipeline.stage_statuses()["b"] is StageStatus.QUEUED
-            pipeline.resume()
-            await b_started.wait()
+    async with executing(pipeline):
+        await started.wait()
+        pipeline.pause()
+        go.set()
+        await anyio.wait_all_tasks_blocked()
+        assert not b_started.is_set()
+        assert pipeline.stage_statuses()["b"] is StageStatus.QUEUED
+        pipeline.resume()
+        await b_started.wait()
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.COMPLETED
 
@@ -237,16 +195,14 @@ async def test_r9_2_wait_if_paused_in_a_stage_blocks_while_paused_returns_on_res
         return "done"
 
     pipeline = make_pipeline(st("a", works_in_steps))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.pause()
-            go.set()
-            await anyio.wait_all_tasks_blocked()
-            assert progress == ["step 1"]
-            assert pipeline.stage_statuses()["a"] is StageStatus.RUNNING
-            pipeline.resume()
+    async with executing(pipeline):
+        await started.wait()
+        pipeline.pause()
+        go.set()
+        await anyio.wait_all_tasks_blocked()
+        assert progress == ["step 1"]
+        assert pipeline.stage_statuses()["a"] is StageStatus.RUNNING
+        pipeline.resume()
     assert progress == ["step 1", "step 2"]
     assert pipeline.result is not None
     assert pipeline.result.stage_results["a"].result == "done"
@@ -321,20 +277,17 @@ async def test_r9_3_cancel_while_paused_stops_promptly() -> None:
         max_parallel=1,
         timeout=TimeoutConfig(grace_period_seconds=2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.pause()
-            go.set()
-            await anyio.wait_all_tasks_blocked()
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
+    async with executing(pipeline):
+        await started.wait()
+        pipeline.pause()
+        go.set()
+        await anyio.wait_all_tasks_blocked()
+        cancelled_at = time.perf_counter()
+        pipeline.cancel()
     elapsed = time.perf_counter() - cancelled_at
     assert elapsed < 1.0  # well below the 2 s grace period
     assert calls == ["a"]
-    result = pipeline.result
-    assert result is not None
+    result = finished(pipeline)
     assert result.status is PipelineStatus.CANCELLED
     assert result.cancellation_reason is CancellationReason.USER_REQUESTED
     assert {sid: r.status for sid, r in result.stage_results.items()} == {
@@ -358,16 +311,13 @@ async def test_r9_3_cancel_while_paused_with_only_queued_stages_stops_at_once() 
         st("b", recording([], "b"), ["a"]),
         timeout=TimeoutConfig(grace_period_seconds=2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await paused.wait()
-            await anyio.wait_all_tasks_blocked()
-            cancelled_at = time.perf_counter()
-            pipeline.cancel()
+    async with executing(pipeline):
+        await paused.wait()
+        await anyio.wait_all_tasks_blocked()
+        cancelled_at = time.perf_counter()
+        pipeline.cancel()
     assert time.perf_counter() - cancelled_at < 1.0
-    result = pipeline.result
-    assert result is not None
+    result = finished(pipeline)
     assert result.status is PipelineStatus.CANCELLED
     assert result.stage_results["a"].status is StageStatus.COMPLETED
     assert result.stage_results["b"].status is StageStatus.CANCELLED
