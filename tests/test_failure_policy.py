@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import anyio
 import pytest
+from helpers import fails, hangs, make_pipeline, ok, st, statuses
 
 from proxima.data.pipeline import (
     CancellationReason,
     DependencyFailedException,
-    Pipeline,
-    PipelineConfig,
     PipelineStatus,
-    RetryConfig,
-    RetryStrategy,
-    Stage,
     StageStatus,
     TimeoutConfig,
 )
@@ -24,33 +19,6 @@ from proxima.data.pipeline import (
 pytestmark = pytest.mark.anyio
 
 S = StageStatus
-
-
-def make_pipeline(*stages: Stage, **config: Any) -> Pipeline:
-    config.setdefault("retry", RetryConfig(strategy=RetryStrategy.NONE))
-    pipeline = Pipeline(PipelineConfig(**config))
-    pipeline.add_stages(stages)
-    return pipeline
-
-
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
-
-
-async def ok(ctx: Any, _: Any) -> str:
-    return "ok"
-
-
-async def fails(ctx: Any, _: Any) -> None:
-    raise ValueError("stage failed")
-
-
-async def hangs(ctx: Any, _: Any) -> None:
-    await anyio.sleep_forever()
-
-
-def statuses(result: Any) -> dict[str, StageStatus]:
-    return {sid: r.status for sid, r in result.stage_results.items()}
 
 
 # -- R6.1 the matrix ------------------------------------------------------------------------------

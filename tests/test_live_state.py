@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import anyio
 import pytest
+from helpers import executing, fails, make_pipeline, ok, st
 
 from proxima.data.pipeline import (
     CancellationReason,
     Pipeline,
     PipelineAlreadyRunningError,
-    PipelineConfig,
     PipelineContext,
     PipelineException,
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
-    Stage,
     StageExecutionException,
     StageStatus,
     TimeoutConfig,
@@ -28,25 +26,6 @@ from proxima.data.pipeline import (
 pytestmark = pytest.mark.anyio
 
 LOGGER = "proxima.data.pipeline"
-
-
-def make_pipeline(*stages: Stage, **config: Any) -> Pipeline:
-    config.setdefault("retry", RetryConfig(strategy=RetryStrategy.NONE))
-    pipeline = Pipeline(PipelineConfig(**config))
-    pipeline.add_stages(stages)
-    return pipeline
-
-
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
-
-
-async def ok(ctx: Any, _: Any) -> str:
-    return "ok"
-
-
-async def fails(ctx: Any, _: Any) -> None:
-    raise ValueError("stage failed")
 
 
 async def cancels(ctx: PipelineContext, _: Any) -> str:
@@ -103,17 +82,15 @@ async def test_r10_1_status_paused_while_paused_then_running_again() -> None:
         await go.wait()
 
     pipeline = make_pipeline(st("a", waits))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            assert pipeline.status is PipelineStatus.RUNNING
-            pipeline.pause()
-            assert pipeline.status is PipelineStatus.PAUSED
-            assert pipeline.is_running
-            pipeline.resume()
-            assert pipeline.status is PipelineStatus.RUNNING
-            go.set()
+    async with executing(pipeline):
+        await started.wait()
+        assert pipeline.status is PipelineStatus.RUNNING
+        pipeline.pause()
+        assert pipeline.status is PipelineStatus.PAUSED
+        assert pipeline.is_running
+        pipeline.resume()
+        assert pipeline.status is PipelineStatus.RUNNING
+        go.set()
     assert pipeline.status is PipelineStatus.COMPLETED
 
 
@@ -129,18 +106,16 @@ async def test_r10_1_status_stays_running_through_a_stop_until_it_completes(paus
     pipeline = make_pipeline(
         st("a", finishes_in_grace), timeout=TimeoutConfig(grace_period_seconds=2.0)
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            if paused:
-                pipeline.pause()
-            pipeline.cancel()
-            await anyio.wait_all_tasks_blocked()
-            assert pipeline.status is PipelineStatus.RUNNING  # the stop is under way
-            assert pipeline.is_running
-            assert pipeline.result is None
-            go.set()
+    async with executing(pipeline):
+        await started.wait()
+        if paused:
+            pipeline.pause()
+        pipeline.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert pipeline.status is PipelineStatus.RUNNING  # the stop is under way
+        assert pipeline.is_running
+        assert pipeline.result is None
+        go.set()
     assert pipeline.status is PipelineStatus.CANCELLED
     assert not pipeline.is_running
 
@@ -215,19 +190,17 @@ async def test_r8_6_second_execute_while_running_raises_already_running() -> Non
         return "first run"
 
     pipeline = make_pipeline(st("a", waits))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            with pytest.raises(PipelineAlreadyRunningError) as excinfo:
-                await pipeline.execute()
-            assert isinstance(excinfo.value, PipelineException)
-            assert isinstance(excinfo.value, RuntimeError)
-            # The running run is untouched.
-            assert pipeline.is_running
-            assert pipeline.status is PipelineStatus.RUNNING
-            assert pipeline.result is None
-            go.set()
+    async with executing(pipeline):
+        await started.wait()
+        with pytest.raises(PipelineAlreadyRunningError) as excinfo:
+            await pipeline.execute()
+        assert isinstance(excinfo.value, PipelineException)
+        assert isinstance(excinfo.value, RuntimeError)
+        # The running run is untouched.
+        assert pipeline.is_running
+        assert pipeline.status is PipelineStatus.RUNNING
+        assert pipeline.result is None
+        go.set()
     assert calls == ["a"]
     assert pipeline.result is not None
     assert pipeline.result.status is PipelineStatus.COMPLETED

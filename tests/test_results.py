@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import finished, hangs, make_pipeline, returns, stop_when
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -39,24 +40,10 @@ S = StageStatus
 IMMEDIATE = RetryStrategy.IMMEDIATE
 
 
-def make_pipeline(*stages: Stage, **config: Any) -> Pipeline:
-    config.setdefault("retry", RetryConfig(strategy=RetryStrategy.NONE))
-    pipeline = Pipeline(PipelineConfig(**config))
-    pipeline.add_stages(stages)
-    return pipeline
-
-
 def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
     return Stage(
         stage_id=stage_id, name=f"Stage {stage_id}", handler=handler, dependencies=deps, **kw
     )
-
-
-def returns(value: Any) -> Any:
-    async def handler(ctx: Any, _: Any) -> Any:
-        return value
-
-    return handler
 
 
 def raises(exc: BaseException) -> Any:
@@ -64,10 +51,6 @@ def raises(exc: BaseException) -> Any:
         raise exc
 
     return handler
-
-
-async def hangs(ctx: Any, _: Any) -> None:
-    await anyio.sleep_forever()
 
 
 class Opaque:
@@ -125,8 +108,7 @@ async def test_r7_1_every_stage_present_after_the_callers_cancellation() -> None
             tg.start_soon(pipeline.execute)
             await started.wait()
             scope.cancel()
-    result = pipeline.result
-    assert result is not None
+    result = finished(pipeline)
     assert list(result.stage_results) == ["c", "a", "b", "d"]
     assert all(r.status is S.CANCELLED for r in result.stage_results.values())
 
@@ -228,13 +210,7 @@ async def test_r7_3_to_dict_survives_metadata_with_cleanup_errors_and_metrics() 
         st("a", blocks, cleanup_handler=broken_cleanup),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started)
     data = json.loads(json.dumps(result.to_dict()))
     assert "disk gone" in json.dumps(data["metadata"])
     assert data["stage_results"]["a"]["metrics"]["odd"] == "Opaque(42)"

@@ -7,11 +7,10 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import executing, finished, make_pipeline, stop_when
 
 from proxima.data.pipeline import (
     CancellationReason,
-    Pipeline,
-    PipelineConfig,
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
@@ -29,23 +28,6 @@ IMMEDIATE = RetryStrategy.IMMEDIATE
 
 class Boom(BaseException):
     """A BaseException that is not an Exception (like KeyboardInterrupt)."""
-
-
-def make_pipeline(
-    *stages: Stage,
-    retry: RetryConfig | None = None,
-    timeout: TimeoutConfig | None = None,
-    **config: Any,
-) -> Pipeline:
-    pipeline = Pipeline(
-        PipelineConfig(
-            retry=retry or RetryConfig(strategy=RetryStrategy.NONE),
-            timeout=timeout or TimeoutConfig(),
-            **config,
-        )
-    )
-    pipeline.add_stages(stages)
-    return pipeline
 
 
 def failing_handler(calls: list[BaseException], *excs: BaseException) -> Any:
@@ -450,16 +432,13 @@ async def test_r4_6_stop_during_retry_delay_ends_the_stage_at_once_as_cancelled(
     pipeline = make_pipeline(*stages, timeout=TimeoutConfig(grace_period_seconds=1.0))
 
     stopped_at: list[float] = []
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await failed.wait()
-            stopped_at.append(time.time())
-            if trigger == "cancel":
-                assert pipeline.stage_statuses()["s"] is StageStatus.RETRYING
-                pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    async with executing(pipeline):
+        await failed.wait()
+        stopped_at.append(time.time())
+        if trigger == "cancel":
+            assert pipeline.stage_statuses()["s"] is StageStatus.RETRYING
+            pipeline.cancel()
+    result = finished(pipeline)
     stage = result.stage_results["s"]
     assert stage.status is StageStatus.CANCELLED
     assert stage.attempt_count == 1
@@ -484,14 +463,7 @@ async def test_r4_6_attempt_failing_after_a_stop_began_is_not_retried() -> None:
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE),
         timeout=TimeoutConfig(grace_period_seconds=2.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-            go.set()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started, then=go.set)
     assert len(calls) == 1
     stage = result.stage_results["s"]
     assert stage.status is StageStatus.FAILED
@@ -515,13 +487,7 @@ async def test_r4_6_attempt_timing_out_after_a_stop_began_is_not_retried() -> No
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE, retry_on_timeout=True),
         timeout=TimeoutConfig(grace_period_seconds=3.0),
     )
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.cancel()
-    result = pipeline.result
-    assert result is not None
+    result, _ = await stop_when(pipeline, started)
     assert len(calls) == 1
     assert result.stage_results["s"].status is StageStatus.TIMED_OUT
     assert result.stage_results["s"].attempt_count == 1
