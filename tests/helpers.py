@@ -150,6 +150,12 @@ class Run:
     def __init__(self) -> None:
         self.result: PipelineResult | None = None
 
+    @property
+    def returned(self) -> PipelineResult:
+        """The result ``execute()`` returned, which must exist."""
+        assert self.result is not None, "execute() did not return"
+        return self.result
+
 
 @asynccontextmanager
 async def executing(pipeline: Pipeline, limit: float = 5) -> AsyncIterator[Run]:

@@ -23,6 +23,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from helpers import executing
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -350,22 +351,15 @@ async def test_r4_6_r5_2_stop_during_a_retry_delay_ends_it_at_once(stopper: str)
     )
     pipeline = make(stages, timeout=timeout)
     before = task_ids()
-    results: list[PipelineResult] = []
-
-    async def run() -> None:
-        results.append(await pipeline.execute())
-
-    with anyio.fail_after(PROMPT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await failed.wait()
-            await hanging.wait()
-            assert pipeline.stage_statuses()["flaky"] is StageStatus.RETRYING
-            if stopper == "cancel":
-                pipeline.cancel()
-            elif stopper == "failure":
-                go_fail.set()
-    result = assert_stopped_cleanly(results[0], track, before=before)
+    async with executing(pipeline, limit=PROMPT) as run:
+        await failed.wait()
+        await hanging.wait()
+        assert pipeline.stage_statuses()["flaky"] is StageStatus.RETRYING
+        if stopper == "cancel":
+            pipeline.cancel()
+        elif stopper == "failure":
+            go_fail.set()
+    result = assert_stopped_cleanly(run.returned, track, before=before)
     flaky_result = result.stage_results["flaky"]
     assert flaky_result.status is StageStatus.CANCELLED, "R4.6: stop during a delay"
     assert flaky_result.attempt_count == 1
@@ -414,21 +408,14 @@ async def test_r5_2_cancel_again_during_the_grace_period_first_reason_wins() -> 
         timeout=TimeoutConfig(grace_period_seconds=2.0),
     )
     before = task_ids()
-    results: list[PipelineResult] = []
-
-    async def run() -> None:
-        results.append(await pipeline.execute())
-
-    with anyio.fail_after(PROMPT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await started.reached.wait()
-            pipeline.cancel(CancellationReason.USER_REQUESTED)
-            pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
-            await anyio.to_thread.run_sync(pipeline.cancel, CancellationReason.EXTERNAL)
-            assert pipeline.is_running, "still in the grace period"
-            release.set()
-    result = assert_stopped_cleanly(results[0], track, before=before)
+    async with executing(pipeline, limit=PROMPT) as run:
+        await started.reached.wait()
+        pipeline.cancel(CancellationReason.USER_REQUESTED)
+        pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
+        await anyio.to_thread.run_sync(pipeline.cancel, CancellationReason.EXTERNAL)
+        assert pipeline.is_running, "still in the grace period"
+        release.set()
+    result = assert_stopped_cleanly(run.returned, track, before=before)
     assert (result.status, result.cancellation_reason) == (
         PipelineStatus.CANCELLED,
         CancellationReason.USER_REQUESTED,
@@ -963,17 +950,10 @@ async def test_r5_2_thousand_stages_cancelled_at_once(layout: str) -> None:
     retry = RetryConfig(max_retries=3, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=60)
     pipeline = make(stages, max_parallel=limit, retry=retry)
     before = task_ids()
-    results: list[PipelineResult] = []
-
-    async def run() -> None:
-        results.append(await pipeline.execute())
-
-    with anyio.fail_after(PROMPT * 3):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await ready.reached.wait()
-            pipeline.cancel()
-    result = assert_stopped_cleanly(results[0], track, before=before)
+    async with executing(pipeline, limit=PROMPT * 3) as run:
+        await ready.reached.wait()
+        pipeline.cancel()
+    result = assert_stopped_cleanly(run.returned, track, before=before)
     assert result.status is PipelineStatus.CANCELLED
     statuses = {r.status for r in result.stage_results.values()}
     assert statuses == {StageStatus.CANCELLED}

@@ -15,6 +15,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 import pytest
+from helpers import executing
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -344,19 +345,12 @@ async def test_r5_1_stop_emits_stop_requested_with_the_first_reason() -> None:
     )
     events: list[PipelineEvent] = []
     pipeline.add_listener(events.append)
-    results: list[PipelineResult] = []
+    async with executing(pipeline, limit=LIMIT) as run:
+        await started.wait()
+        pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
+        pipeline.cancel(CancellationReason.TIMEOUT)  # ignored: the first reason wins
 
-    async def run() -> None:
-        results.append(await pipeline.execute())
-
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await started.wait()
-            pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
-            pipeline.cancel(CancellationReason.TIMEOUT)  # ignored: the first reason wins
-
-    (result,) = results
+    result = run.returned
     stops = [e for e in events if e.kind is EventKind.STOP_REQUESTED]
     assert len(stops) == 1
     assert stops[0].reason is CancellationReason.RESOURCE_LIMIT
@@ -515,21 +509,14 @@ async def test_r9_1_pause_and_resume_are_events() -> None:
 
     pipeline.add_listener(listener)
     statuses: list[Any] = []
-    results: list[PipelineResult] = []
-
-    async def run() -> None:
-        results.append(await pipeline.execute())
-
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await b_queued.wait()
-            statuses.append((pipeline.status, pipeline.stage_statuses()["b"]))
-            pipeline.resume()
-            pipeline.resume()  # a second resume changes nothing
+    async with executing(pipeline, limit=LIMIT) as run:
+        await b_queued.wait()
+        statuses.append((pipeline.status, pipeline.stage_statuses()["b"]))
+        pipeline.resume()
+        pipeline.resume()  # a second resume changes nothing
 
     assert statuses == [(PipelineStatus.PAUSED, StageStatus.QUEUED)]
-    assert results[0].status is PipelineStatus.COMPLETED
+    assert run.returned.status is PipelineStatus.COMPLETED
     paused = [e for e in events if e.kind is EventKind.RUN_PAUSED]
     resumed = [e for e in events if e.kind is EventKind.RUN_RESUMED]
     assert [e.status for e in paused] == [PipelineStatus.PAUSED]
@@ -642,12 +629,10 @@ async def test_listener_added_during_a_run_gets_the_rest(
 
     pipeline = _pipeline(_stage("a", a), _stage("b", _ok, "a"))
     late: list[PipelineEvent] = []
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            pipeline.add_listener(late.append)
-            gate.set()
+    async with executing(pipeline, limit=LIMIT):
+        await started.wait()
+        pipeline.add_listener(late.append)
+        gate.set()
 
     assert [(e.kind, e.stage_id) for e in late] == [
         (FINISHED, "a"),
@@ -758,13 +743,11 @@ async def test_events_stream_entered_during_a_run_gets_the_rest() -> None:
 
     pipeline = _pipeline(_stage("a", a))
     got: list[PipelineEvent] = []
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pipeline.execute)
-            await started.wait()
-            async with pipeline.events() as stream:
-                gate.set()
-                got = [e async for e in stream]
+    async with executing(pipeline, limit=LIMIT):
+        await started.wait()
+        async with pipeline.events() as stream:
+            gate.set()
+            got = [e async for e in stream]
     assert [(e.kind, e.stage_id) for e in got] == [(FINISHED, "a"), (EventKind.RUN_FINISHED, None)]
 
 
