@@ -55,6 +55,11 @@ def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stag
     return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
 
 
+def stage_of(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
+    """Like ``st``, with the dependencies as trailing arguments."""
+    return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
+
+
 def grace(seconds: float | None, **more: Any) -> TimeoutConfig:
     """A TimeoutConfig whose grace period is the point of the test."""
     return TimeoutConfig(grace_period_seconds=seconds, **more)

@@ -32,6 +32,8 @@ from proxima.data.pipeline import (
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
+from helpers import executing, stage_of
+
 pytestmark = pytest.mark.anyio
 
 LIMIT = 20
@@ -60,10 +62,6 @@ TRIO_ONLY = pytest.mark.parametrize("anyio_backend", [pytest.param(("trio", {}),
 NO_RETRY = RetryConfig(max_retries=0)
 
 
-def _stage(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
-
-
 class Blocking:
     """A pipeline whose stages block until cancelled, with cleanup tracking."""
 
@@ -77,13 +75,13 @@ class Blocking:
         self.pipeline = Pipeline(PipelineConfig(**config))
         for i in range(n):
             self.pipeline.add_stage(
-                _stage(
+                stage_of(
                     f"s{i}",
                     self._handler(f"s{i}"),
                     cleanup_handler=self._cleanup(f"s{i}", cleanup_raises),
                 )
             )
-        self.pipeline.add_stage(_stage("after", self._handler("after"), "s0"))
+        self.pipeline.add_stage(stage_of("after", self._handler("after"), "s0"))
 
     def _handler(self, sid: str) -> Any:
         async def run(ctx: PipelineContext, data: Any) -> None:
@@ -101,6 +99,26 @@ class Blocking:
                 raise RuntimeError(f"cleanup of {sid} failed")
 
         return cleanup
+
+    async def cancel_from_outside(self) -> list[BaseException]:
+        """Run the pipeline in a task group and cancel an enclosing anyio scope
+        once every stage started; return what ``execute()`` raised."""
+        caught: list[BaseException] = []
+        with anyio.fail_after(LIMIT):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def run() -> None:
+                        try:
+                            await self.pipeline.execute()
+                        except BaseException as exc:
+                            caught.append(exc)
+                            raise
+
+                    tg.start_soon(run)
+                    await self.all_started.wait()
+                    scope.cancel()
+        return caught
 
     def assert_cancelled_externally(self) -> None:
         result = self.pipeline.result
@@ -146,7 +164,7 @@ async def test_r1_1_execute_works_unchanged_on_every_backend(backend_name: str) 
         return f"{data}+"
 
     pipeline = Pipeline().add_stages(
-        [_stage("a", which), _stage("b", which, "a"), _stage("c", which, "a")]
+        [stage_of("a", which), stage_of("b", which, "a"), stage_of("c", which, "a")]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input="x")
@@ -160,7 +178,9 @@ async def test_r1_1_execute_works_unchanged_on_every_backend(backend_name: str) 
 
 @ASYNCIO_ONLY
 async def test_r1_2_asyncio_create_task_runs_the_pipeline() -> None:
-    pipeline = Pipeline().add_stages([_stage("a", _value_stage), _stage("b", _value_stage, "a")])
+    pipeline = Pipeline().add_stages(
+        [stage_of("a", _value_stage), stage_of("b", _value_stage, "a")]
+    )
     task = asyncio.create_task(pipeline.execute(initial_input=42))
     with anyio.fail_after(LIMIT):
         result = await task
@@ -184,7 +204,7 @@ async def test_r1_2_asyncio_task_cancel_propagates_and_records_external() -> Non
 
 @ASYNCIO_ONLY
 async def test_r1_2_asyncio_wait_for_returns_result_in_time() -> None:
-    pipeline = Pipeline().add_stage(_stage("a", _value_stage))
+    pipeline = Pipeline().add_stage(stage_of("a", _value_stage))
     result = await asyncio.wait_for(pipeline.execute(initial_input="ok"), LIMIT)
     assert result.status is PipelineStatus.COMPLETED
     assert result.stage_results["a"].result == "ok"
@@ -214,10 +234,10 @@ async def test_r1_2_asyncio_gather_runs_different_pipelines_concurrently() -> No
         await first_ran.wait()
         return "second"
 
-    p1 = Pipeline(PipelineConfig(name="one")).add_stage(_stage("x", first))
-    p2 = Pipeline(PipelineConfig(name="two")).add_stage(_stage("x", second))
+    p1 = Pipeline(PipelineConfig(name="one")).add_stage(stage_of("x", first))
+    p2 = Pipeline(PipelineConfig(name="two")).add_stage(stage_of("x", second))
     p3 = Pipeline(PipelineConfig(name="three")).add_stages(
-        [_stage("x", _value_stage), _stage("y", _value_stage, "x")]
+        [stage_of("x", _value_stage), stage_of("y", _value_stage, "x")]
     )
     with anyio.fail_after(LIMIT):
         r1, r2, r3 = await asyncio.gather(p1.execute(), p2.execute(), p3.execute(initial_input=3))
@@ -250,8 +270,8 @@ async def test_r1_2_trio_nursery_runs_several_pipelines_concurrently() -> None:
         await first_ran.wait()
         return "second"
 
-    p1 = Pipeline(PipelineConfig(name="one")).add_stage(_stage("x", first))
-    p2 = Pipeline(PipelineConfig(name="two")).add_stage(_stage("x", second))
+    p1 = Pipeline(PipelineConfig(name="one")).add_stage(stage_of("x", first))
+    p2 = Pipeline(PipelineConfig(name="two")).add_stage(stage_of("x", second))
 
     async def run(key: str, pipeline: Pipeline) -> None:
         results[key] = await pipeline.execute()
@@ -300,21 +320,7 @@ async def test_r1_2_trio_nursery_cancel_propagates_and_records_external() -> Non
 
 async def test_r1_2_enclosing_anyio_cancel_scope_propagates_and_records_external() -> None:
     blk = Blocking(3)
-    caught: list[BaseException] = []
-    with anyio.fail_after(LIMIT):
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    try:
-                        await blk.pipeline.execute()
-                    except BaseException as exc:
-                        caught.append(exc)
-                        raise
-
-                tg.start_soon(run)
-                await blk.all_started.wait()
-                scope.cancel()
+    caught = await blk.cancel_from_outside()
     assert len(caught) == 1
     assert isinstance(caught[0], anyio.get_cancelled_exc_class())
     blk.assert_cancelled_externally()
@@ -330,7 +336,7 @@ def _sync_pipeline(seen: list[str]) -> Pipeline:
         return data
 
     return Pipeline(PipelineConfig(name="sync")).add_stages(
-        [_stage("a", which), _stage("b", which, "a")]
+        [stage_of("a", which), stage_of("b", which, "a")]
     )
 
 
@@ -388,7 +394,7 @@ def _barrier_failing_stages(n: int, exc_types: list[type[Exception]]) -> list[St
 
         return run
 
-    return [_stage(f"f{i}", handler(i)) for i in range(n)]
+    return [stage_of(f"f{i}", handler(i)) for i in range(n)]
 
 
 @pytest.mark.parametrize("continue_on_error", [False, True])
@@ -402,7 +408,7 @@ async def test_r1_4_many_stages_failing_at_once_give_a_result(continue_on_error:
     )
     pipeline = Pipeline(config)
     pipeline.add_stages(_barrier_failing_stages(n, [ValueError, KeyError, OSError]))
-    pipeline.add_stage(_stage("after", _value_stage, "f0", "f1"))
+    pipeline.add_stage(stage_of("after", _value_stage, "f0", "f1"))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.FAILED
@@ -431,17 +437,10 @@ async def test_r1_4_many_stages_failing_at_once_with_raise_on_failure_raise_one_
 @pytest.mark.parametrize("grace", [0, 0.05])
 async def test_r1_4_several_stages_cancelled_at_once_give_a_result(grace: float) -> None:
     blk = Blocking(6, timeout=TimeoutConfig(grace_period_seconds=grace), cleanup_raises=True)
-    outcome: dict[str, Any] = {}
-
-    async def run() -> None:
-        outcome["result"] = await blk.pipeline.execute()
-
-    with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await blk.all_started.wait()
-            blk.pipeline.cancel()
-    result = outcome["result"]
+    async with executing(blk.pipeline, limit=LIMIT) as run:
+        await blk.all_started.wait()
+        blk.pipeline.cancel()
+    result = run.returned
     assert result.status is PipelineStatus.CANCELLED
     assert result.cancellation_reason is CancellationReason.USER_REQUESTED
     assert all(result.stage_results[f"s{i}"].status is StageStatus.CANCELLED for i in range(6))
@@ -461,21 +460,7 @@ async def test_r1_4_pipeline_timeout_with_several_running_and_cleanup_errors() -
 
 async def test_r1_4_external_cancel_with_cleanup_errors_raises_plain_cancellation() -> None:
     blk = Blocking(5, cleanup_raises=True)
-    caught: list[BaseException] = []
-    with anyio.fail_after(LIMIT):
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    try:
-                        await blk.pipeline.execute()
-                    except BaseException as exc:
-                        caught.append(exc)
-                        raise
-
-                tg.start_soon(run)
-                await blk.all_started.wait()
-                scope.cancel()
+    caught = await blk.cancel_from_outside()
     assert len(caught) == 1
     assert not isinstance(caught[0], BaseExceptionGroup)
     assert isinstance(caught[0], anyio.get_cancelled_exc_class())
@@ -498,7 +483,7 @@ async def test_r1_4_base_exception_in_stage_is_reraised_as_itself(
         await blk.all_started.wait()
         raise exc_type("stop everything")
 
-    blk.pipeline.add_stage(_stage("fatal", fatal))
+    blk.pipeline.add_stage(stage_of("fatal", fatal))
     with anyio.fail_after(LIMIT):
         with pytest.raises(BaseException) as info:  # noqa: PT011 - the exact type is checked
             await blk.pipeline.execute()
@@ -525,7 +510,7 @@ async def test_r1_4_two_base_exceptions_at_once_raise_one_not_a_group() -> None:
         raise Fatal("both at once")
 
     pipeline = Pipeline(PipelineConfig(name="two-fatal", max_parallel=2))
-    pipeline.add_stages([_stage("x", fatal), _stage("y", fatal)])
+    pipeline.add_stages([stage_of("x", fatal), stage_of("y", fatal)])
     with anyio.fail_after(LIMIT):
         with pytest.raises(BaseException) as info:  # noqa: PT011 - the exact type is checked
             await pipeline.execute()

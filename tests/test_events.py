@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 import pytest
-from helpers import executing
+from helpers import executing, stage_of
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -48,10 +48,6 @@ QUEUED, STARTED, RETRYING, FINISHED = (
     EventKind.STAGE_RETRYING,
     EventKind.STAGE_FINISHED,
 )
-
-
-def _stage(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
 
 
 def _pipeline(*stages: Stage, pipeline_id: str | None = None, **config: Any) -> Pipeline:
@@ -96,8 +92,8 @@ async def _boom(ctx: PipelineContext, data: Any) -> None:
 
 async def test_r2_5_each_state_change_is_an_event() -> None:
     pipeline = _pipeline(
-        _stage("a", _ok),
-        _stage("b", lambda ctx, data: f"b({data})", "a"),
+        stage_of("a", _ok),
+        stage_of("b", lambda ctx, data: f"b({data})", "a"),
         pipeline_id="pid-1",
         parallel_stages=False,
     )
@@ -132,10 +128,10 @@ async def test_r2_5_each_state_change_is_an_event() -> None:
 
 async def test_r2_5_every_stage_of_a_parallel_diamond_goes_queued_started_finished() -> None:
     pipeline = _pipeline(
-        _stage("a", _ok),
-        _stage("b", _ok, "a"),
-        _stage("c", _ok, "a"),
-        _stage("d", _ok, "b", "c"),
+        stage_of("a", _ok),
+        stage_of("b", _ok, "a"),
+        stage_of("c", _ok, "a"),
+        stage_of("d", _ok, "b", "c"),
     )
     result, events = await _run(pipeline)
 
@@ -152,7 +148,7 @@ async def test_r2_5_every_stage_of_a_parallel_diamond_goes_queued_started_finish
 
 
 async def test_r2_5_events_are_frozen_ordered_and_carry_the_pipeline_id() -> None:
-    pipeline = _pipeline(_stage("a", _ok), _stage("b", _ok, "a"))
+    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"))
     before = time.time()
     result, events = await _run(pipeline)
     after = time.time()
@@ -185,7 +181,7 @@ async def test_r4_2_retry_event_carries_get_delay_and_the_error() -> None:
             raise raised[-1]
         return "done"
 
-    result, events = await _run(_pipeline(_stage("f", flaky, retry_config=retry)))
+    result, events = await _run(_pipeline(stage_of("f", flaky, retry_config=retry)))
 
     assert result.status is PipelineStatus.COMPLETED
     assert [(e.kind, e.attempt) for e in _of(events, "f")] == [
@@ -220,7 +216,7 @@ async def test_r2_5_live_status_matches_the_event_when_it_is_delivered() -> None
         return "ok"
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=0.01)
-    pipeline = _pipeline(_stage("f", flaky, retry_config=retry), _stage("g", _ok, "f"))
+    pipeline = _pipeline(stage_of("f", flaky, retry_config=retry), stage_of("g", _ok, "f"))
     seen: list[tuple[EventKind, Any, Any]] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -242,7 +238,7 @@ async def test_r9_1_live_run_status_matches_pause_and_resume_events() -> None:
         ctx.resume()
         return "a"
 
-    pipeline = _pipeline(_stage("a", pauses))
+    pipeline = _pipeline(stage_of("a", pauses))
     seen: list[tuple[EventKind, Any, Any]] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -269,7 +265,7 @@ async def test_r4_4_timed_out_attempt_retry_event_carries_the_timeout() -> None:
         return "done"
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
-    stage = _stage("t", slow_once, timeout_seconds=0.02, retry_config=retry)
+    stage = stage_of("t", slow_once, timeout_seconds=0.02, retry_config=retry)
     result, events = await _run(_pipeline(stage))
 
     assert result.status is PipelineStatus.COMPLETED
@@ -286,9 +282,9 @@ async def test_r4_5_failed_and_timed_out_stages_finish_with_their_error() -> Non
         await anyio.sleep_forever()
 
     pipeline = _pipeline(
-        _stage("bad", _boom),
-        _stage("slow", hang, timeout_seconds=0.02),
-        _stage("fine", _ok),
+        stage_of("bad", _boom),
+        stage_of("slow", hang, timeout_seconds=0.02),
+        stage_of("fine", _ok),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -307,10 +303,10 @@ async def test_r4_5_failed_and_timed_out_stages_finish_with_their_error() -> Non
 
 async def test_r6_2_skipped_stage_gets_a_finished_event() -> None:
     pipeline = _pipeline(
-        _stage("bad", _boom),
-        _stage("after", _ok, "bad"),
-        _stage("later", _ok, "after"),
-        _stage("other", _ok),
+        stage_of("bad", _boom),
+        stage_of("after", _ok, "bad"),
+        stage_of("later", _ok, "after"),
+        stage_of("other", _ok),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -339,8 +335,8 @@ async def test_r5_1_stop_emits_stop_requested_with_the_first_reason() -> None:
         await anyio.sleep_forever()
 
     pipeline = _pipeline(
-        _stage("a", waits),
-        _stage("b", _ok, "a"),
+        stage_of("a", waits),
+        stage_of("b", _ok, "a"),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
     events: list[PipelineEvent] = []
@@ -370,7 +366,7 @@ async def test_r5_1_stage_raising_cancelled_emits_stop_requested() -> None:
     async def stops(ctx: PipelineContext, data: Any) -> None:
         raise PipelineCancelledException(CancellationReason.USER_REQUESTED)
 
-    result, events = await _run(_pipeline(_stage("s", stops)))
+    result, events = await _run(_pipeline(stage_of("s", stops)))
 
     assert result.status is PipelineStatus.CANCELLED
     (stop,) = [e for e in events if e.kind is EventKind.STOP_REQUESTED]
@@ -384,7 +380,7 @@ async def test_r5_5_pipeline_timeout_emits_stop_requested_timeout() -> None:
         await anyio.sleep_forever()
 
     timeout = TimeoutConfig(pipeline_timeout_seconds=0.05, grace_period_seconds=0)
-    result, events = await _run(_pipeline(_stage("h", hang), timeout=timeout))
+    result, events = await _run(_pipeline(stage_of("h", hang), timeout=timeout))
 
     assert result.status is PipelineStatus.FAILED
     (stop,) = [e for e in events if e.kind is EventKind.STOP_REQUESTED]
@@ -397,8 +393,8 @@ async def test_r6_1_stopping_failure_emits_stop_requested_error() -> None:
         await anyio.sleep_forever()
 
     pipeline = _pipeline(
-        _stage("bad", _boom),
-        _stage("hang", hang),
+        stage_of("bad", _boom),
+        stage_of("hang", hang),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
     result, events = await _run(pipeline)
@@ -420,7 +416,7 @@ async def test_r5_6_external_cancel_emits_stop_requested_external() -> None:
         await anyio.sleep_forever()
 
     cleaned: list[str] = []
-    pipeline = _pipeline(_stage("a", waits, cleanup_handler=lambda ctx: cleaned.append("a")))
+    pipeline = _pipeline(stage_of("a", waits, cleanup_handler=lambda ctx: cleaned.append("a")))
     events: list[PipelineEvent] = []
     pipeline.add_listener(events.append)
     with anyio.fail_after(LIMIT):
@@ -454,9 +450,9 @@ async def test_r5_4_cleanup_emits_cleanup_finished_with_error_text() -> None:
         return "b done"
 
     pipeline = _pipeline(
-        _stage("a", _ok, cleanup_handler=clean_a),
-        _stage("b", stop_then_finish, "a", cleanup_handler=clean_b),
-        _stage("c", _ok, "b", cleanup_handler=lambda ctx: cleaned.append("c")),
+        stage_of("a", _ok, cleanup_handler=clean_a),
+        stage_of("b", stop_then_finish, "a", cleanup_handler=clean_b),
+        stage_of("c", _ok, "b", cleanup_handler=lambda ctx: cleaned.append("c")),
     )
     result, events = await _run(pipeline)
 
@@ -479,7 +475,7 @@ async def test_r5_4_cleanup_emits_cleanup_finished_with_error_text() -> None:
 
 async def test_r5_4_no_cleanup_event_after_a_normal_finish() -> None:
     cleaned: list[str] = []
-    pipeline = _pipeline(_stage("a", _ok, cleanup_handler=lambda ctx: cleaned.append("a")))
+    pipeline = _pipeline(stage_of("a", _ok, cleanup_handler=lambda ctx: cleaned.append("a")))
     result, events = await _run(pipeline)
 
     assert result.status is PipelineStatus.COMPLETED
@@ -499,7 +495,7 @@ async def test_r9_1_pause_and_resume_are_events() -> None:
         ctx.pause()  # a second pause changes nothing
         return "a"
 
-    pipeline = _pipeline(_stage("a", pauses), _stage("b", _ok, "a"))
+    pipeline = _pipeline(stage_of("a", pauses), stage_of("b", _ok, "a"))
     events: list[PipelineEvent] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -535,7 +531,7 @@ async def test_r9_1_pause_and_resume_are_events() -> None:
 
 async def test_listeners_are_called_in_order_for_every_event() -> None:
     calls: list[tuple[str, EventKind]] = []
-    pipeline = _pipeline(_stage("a", _ok), _stage("b", _ok, "a"))
+    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"))
     pipeline.add_listener(lambda e: calls.append(("first", e.kind)))
     pipeline.add_listener(lambda e: calls.append(("second", e.kind)))
     with anyio.fail_after(LIMIT):
@@ -553,9 +549,9 @@ async def test_a_raising_listener_is_logged_and_never_breaks_the_run(
 
     def build() -> Pipeline:
         return _pipeline(
-            _stage("a", lambda ctx, data: data + 1),
-            _stage("b", lambda ctx, data: data * 10, "a"),
-            _stage("bad", _boom, critical=False),
+            stage_of("a", lambda ctx, data: data + 1),
+            stage_of("b", lambda ctx, data: data * 10, "a"),
+            stage_of("bad", _boom, critical=False),
         )
 
     with anyio.fail_after(LIMIT):
@@ -585,7 +581,7 @@ async def test_a_raising_listener_is_logged_and_never_breaks_the_run(
 async def test_remove_listener_stops_the_calls() -> None:
     kept: list[PipelineEvent] = []
     removed: list[PipelineEvent] = []
-    pipeline = _pipeline(_stage("a", _ok))
+    pipeline = _pipeline(stage_of("a", _ok))
     pipeline.add_listener(kept.append)
     pipeline.add_listener(removed.append)
     pipeline.remove_listener(removed.append)
@@ -610,7 +606,7 @@ async def test_remove_listener_stops_the_calls() -> None:
 
 async def test_add_listener_rejects_a_non_callable() -> None:
     with pytest.raises(TypeError):
-        _pipeline(_stage("a", _ok)).add_listener("nope")  # type: ignore[arg-type]
+        _pipeline(stage_of("a", _ok)).add_listener("nope")  # type: ignore[arg-type]
 
 
 async def test_listener_added_during_a_run_gets_the_rest(
@@ -627,7 +623,7 @@ async def test_listener_added_during_a_run_gets_the_rest(
         await gate.wait()
         return "a"
 
-    pipeline = _pipeline(_stage("a", a), _stage("b", _ok, "a"))
+    pipeline = _pipeline(stage_of("a", a), stage_of("b", _ok, "a"))
     late: list[PipelineEvent] = []
     async with executing(pipeline, limit=LIMIT):
         await started.wait()
@@ -647,7 +643,7 @@ async def test_listener_added_during_a_run_gets_the_rest(
 
 
 async def test_events_stream_yields_the_run_and_ends_after_run_finished() -> None:
-    pipeline = _pipeline(_stage("a", _ok), _stage("b", _ok, "a"), _stage("c", _boom, "b"))
+    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"), stage_of("c", _boom, "b"))
     listened: list[PipelineEvent] = []
     pipeline.add_listener(listened.append)
     streamed: list[PipelineEvent] = []
@@ -676,7 +672,7 @@ async def test_events_stream_yields_the_run_and_ends_after_run_finished() -> Non
 
 
 async def test_events_stream_ends_after_one_run() -> None:
-    pipeline = _pipeline(_stage("a", _ok))
+    pipeline = _pipeline(stage_of("a", _ok))
     with anyio.fail_after(LIMIT):
         async with pipeline.events() as stream:
             first = await pipeline.execute()
@@ -687,7 +683,7 @@ async def test_events_stream_ends_after_one_run() -> None:
 
 
 async def test_events_stream_rejects_a_bad_buffer_size() -> None:
-    pipeline = _pipeline(_stage("a", _ok))
+    pipeline = _pipeline(stage_of("a", _ok))
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_buffer"):
             async with pipeline.events(max_buffer=bad):  # type: ignore[arg-type]
@@ -695,7 +691,7 @@ async def test_events_stream_rejects_a_bad_buffer_size() -> None:
 
 
 async def test_events_stream_slow_consumer_drops_oldest_and_never_blocks_the_run() -> None:
-    chain = [_stage("s0", _ok)] + [_stage(f"s{i}", _ok, f"s{i - 1}") for i in range(1, 8)]
+    chain = [stage_of("s0", _ok)] + [stage_of(f"s{i}", _ok, f"s{i - 1}") for i in range(1, 8)]
     pipeline = _pipeline(*chain)
     listened: list[PipelineEvent] = []
     pipeline.add_listener(listened.append)
@@ -741,7 +737,7 @@ async def test_events_stream_entered_during_a_run_gets_the_rest() -> None:
         await gate.wait()
         return "a"
 
-    pipeline = _pipeline(_stage("a", a))
+    pipeline = _pipeline(stage_of("a", a))
     got: list[PipelineEvent] = []
     async with executing(pipeline, limit=LIMIT):
         await started.wait()
@@ -788,11 +784,11 @@ async def _mixed_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]:
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
     pipeline = _pipeline(
-        _stage("ok", _ok),
-        _stage("flaky", flaky, retry_config=retry),
-        _stage("bad", _boom),
-        _stage("slow", hang, timeout_seconds=0.02),
-        _stage("skipped", _ok, "bad"),
+        stage_of("ok", _ok),
+        stage_of("flaky", flaky, retry_config=retry),
+        stage_of("bad", _boom),
+        stage_of("slow", hang, timeout_seconds=0.02),
+        stage_of("skipped", _ok, "bad"),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -814,9 +810,9 @@ async def _stopped_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]
         raise OSError("disk gone")
 
     pipeline = _pipeline(
-        _stage("p", pause_and_resume, cleanup_handler=lambda ctx: None),
-        _stage("stop", stops, "p", cleanup_handler=bad_cleanup),
-        _stage("never", _ok, "stop"),
+        stage_of("p", pause_and_resume, cleanup_handler=lambda ctx: None),
+        stage_of("stop", stops, "p", cleanup_handler=bad_cleanup),
+        stage_of("never", _ok, "stop"),
     )
     result, events = await _run(pipeline)
     return pipeline, result, events
@@ -895,7 +891,7 @@ async def test_r10_2_normal_path_events_not_built_without_listener_or_debug(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = _Counter(monkeypatch)
-    pipeline = _pipeline(_stage("a", _ok), _stage("b", _ok, "a"), _stage("c", _ok, "b"))
+    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"), stage_of("c", _ok, "b"))
 
     caplog.set_level(logging.INFO, logger=LOGGER)
     with anyio.fail_after(LIMIT):
@@ -916,7 +912,7 @@ async def test_r10_2_normal_path_events_not_built_without_listener_or_debug(
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
     counter.kinds.clear()
     with anyio.fail_after(LIMIT):
-        await _pipeline(_stage("f", flaky, retry_config=retry)).execute()
+        await _pipeline(stage_of("f", flaky, retry_config=retry)).execute()
     assert counter.kinds == [EventKind.RUN_STARTED, RETRYING, EventKind.RUN_FINISHED]
 
     # DEBUG on: everything is built (and logged).
@@ -949,7 +945,7 @@ async def test_r7_6_metrics_queue_wait_retry_delay_and_attempts() -> None:
         return "ok"
 
     retry = RetryConfig(max_retries=2, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=0.02)
-    result, _ = await _run(_pipeline(_stage("f", flaky, retry_config=retry)))
+    result, _ = await _run(_pipeline(stage_of("f", flaky, retry_config=retry)))
 
     metrics = result.stage_results["f"].metrics
     # The time actually waited: the 20 ms delay, give or take timer slack.
@@ -976,7 +972,7 @@ async def test_r7_6_queue_wait_counts_the_wait_for_a_slot() -> None:
         await anyio.sleep(0.05)
         return "a"
 
-    pipeline = _pipeline(_stage("a", slowish), _stage("b", _ok), parallel_stages=False)
+    pipeline = _pipeline(stage_of("a", slowish), stage_of("b", _ok), parallel_stages=False)
     result, _ = await _run(pipeline)
 
     # b was ready from the start but had to wait for a's slot.
@@ -991,7 +987,7 @@ async def test_r7_6_attempt_outcomes_timed_out_and_cancelled() -> None:
     def stops(ctx: PipelineContext, data: Any) -> None:
         ctx.cancel()
 
-    result, _ = await _run(_pipeline(_stage("slow", hang, timeout_seconds=0.02)))
+    result, _ = await _run(_pipeline(stage_of("slow", hang, timeout_seconds=0.02)))
     assert [a["outcome"] for a in result.stage_results["slow"].metrics["attempts"]] == ["timed_out"]
 
     started = anyio.Event()
@@ -1001,7 +997,7 @@ async def test_r7_6_attempt_outcomes_timed_out_and_cancelled() -> None:
         await anyio.sleep_forever()
 
     pipeline = _pipeline(
-        _stage("w", waits), _stage("s", stops), timeout=TimeoutConfig(grace_period_seconds=0)
+        stage_of("w", waits), stage_of("s", stops), timeout=TimeoutConfig(grace_period_seconds=0)
     )
     result, _ = await _run(pipeline)
     assert result.status is PipelineStatus.CANCELLED
@@ -1026,7 +1022,7 @@ async def test_r7_6_record_metric_lands_in_the_calling_stage() -> None:
             ctx.record_metric("", 1)
         return "b"
 
-    result, _ = await _run(_pipeline(_stage("a", a), _stage("b", b)))
+    result, _ = await _run(_pipeline(stage_of("a", a), stage_of("b", b)))
 
     assert result.status is PipelineStatus.COMPLETED, result.summary()
     assert result.stage_results["a"].metrics["rows"] == 43
@@ -1041,5 +1037,5 @@ async def test_r7_6_no_library_metrics_without_collect_metrics() -> None:
         ctx.record_metric("rows", 1)
         return "a"
 
-    result, _ = await _run(_pipeline(_stage("a", a), collect_metrics=False))
+    result, _ = await _run(_pipeline(stage_of("a", a), collect_metrics=False))
     assert result.stage_results["a"].metrics == {"rows": 1}

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import stage_of
 
 from proxima.data.pipeline import (
     Pipeline,
@@ -19,7 +20,6 @@ from proxima.data.pipeline import (
     PipelineContext,
     PipelineStatus,
     RetryConfig,
-    Stage,
     StageResult,
     StageStatus,
     run_pipeline,
@@ -28,10 +28,6 @@ from proxima.data.pipeline import (
 pytestmark = pytest.mark.anyio
 
 LIMIT = 20
-
-
-def _stage(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
 
 
 class Inputs:
@@ -55,8 +51,8 @@ async def test_r3_1_every_root_receives_initial_input() -> None:
     rec = Inputs()
     payload = {"data": [1, 2, 3]}
     pipeline = Pipeline(PipelineConfig(name="roots"))
-    pipeline.add_stages([_stage(f"r{i}", rec.handler(f"r{i}")) for i in range(3)])
-    pipeline.add_stage(_stage("child", rec.handler("child"), "r0"))
+    pipeline.add_stages([stage_of(f"r{i}", rec.handler(f"r{i}")) for i in range(3)])
+    pipeline.add_stage(stage_of("child", rec.handler("child"), "r0"))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input=payload)
     assert result.status is PipelineStatus.COMPLETED
@@ -68,7 +64,7 @@ async def test_r3_1_every_root_receives_initial_input() -> None:
 async def test_r3_1_initial_input_defaults_to_none() -> None:
     rec = Inputs()
     with anyio.fail_after(LIMIT):
-        await run_pipeline([_stage("root", rec.handler("root"))])
+        await run_pipeline([stage_of("root", rec.handler("root"))])
     assert rec.got == {"root": None}
 
 
@@ -76,14 +72,14 @@ async def test_r3_1_initial_input_positional_and_via_run_pipeline() -> None:
     rec = Inputs()
     with anyio.fail_after(LIMIT):
         result = await run_pipeline(
-            [_stage("root", rec.handler("root"))],
+            [stage_of("root", rec.handler("root"))],
             initial_input=7,
             config=PipelineConfig(name="quick"),
         )
     assert rec.got["root"] == 7
     assert result.pipeline_name == "quick"
     rec2 = Inputs()
-    pipeline = Pipeline().add_stage(_stage("root", rec2.handler("root")))
+    pipeline = Pipeline().add_stage(stage_of("root", rec2.handler("root")))
     with anyio.fail_after(LIMIT):
         await pipeline.execute("positional")
     assert rec2.got["root"] == "positional"
@@ -98,8 +94,8 @@ async def test_r3_2_single_dependency_value_is_passed_unwrapped() -> None:
     pipeline = Pipeline()
     pipeline.add_stages(
         [
-            _stage("load", rec.handler("load", produced)),
-            _stage("process", rec.handler("process"), "load"),
+            stage_of("load", rec.handler("load", produced)),
+            stage_of("process", rec.handler("process"), "load"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -113,7 +109,7 @@ async def test_r3_2_single_dependency_returning_none_passes_none() -> None:
     async def nothing(ctx: PipelineContext, data: Any) -> None:
         return None
 
-    pipeline = Pipeline().add_stages([_stage("a", nothing), _stage("b", rec.handler("b"), "a")])
+    pipeline = Pipeline().add_stages([stage_of("a", nothing), stage_of("b", rec.handler("b"), "a")])
     with anyio.fail_after(LIMIT):
         await pipeline.execute(initial_input="initial")
     assert "b" in rec.got
@@ -163,10 +159,10 @@ async def test_r3_3_several_dependencies_give_dict_in_listed_order() -> None:
     pipeline = Pipeline(PipelineConfig(name="fan-in", max_parallel=4))
     pipeline.add_stages(
         [
-            _stage("a", a),
-            _stage("m", m),
-            _stage("z", z),
-            _stage("join", rec.handler("join"), "z", "a", "m"),
+            stage_of("a", a),
+            stage_of("m", m),
+            stage_of("z", z),
+            stage_of("join", rec.handler("join"), "z", "a", "m"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -181,9 +177,9 @@ async def test_r3_3_two_dependencies_are_a_dict_even_if_values_are_dicts() -> No
     rec = Inputs()
     pipeline = Pipeline().add_stages(
         [
-            _stage("left", rec.handler("left", {"x": 1})),
-            _stage("right", rec.handler("right", None)),
-            _stage("join", rec.handler("join"), "right", "left"),
+            stage_of("left", rec.handler("left", {"x": 1})),
+            stage_of("right", rec.handler("right", None)),
+            stage_of("join", rec.handler("join"), "right", "left"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -209,7 +205,7 @@ async def test_r3_4_sync_handler_runs_inline_on_the_event_loop_thread() -> None:
         return int(data) * 10
 
     pipeline = Pipeline().add_stages(
-        [_stage("sync", sync_handler), _stage("child", sync_child, "sync")]
+        [stage_of("sync", sync_handler), stage_of("child", sync_child, "sync")]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input=4)
@@ -227,7 +223,7 @@ async def test_r3_4_handler_called_with_ctx_and_input_positionally() -> None:
     async def handler(*args: Any, **kwargs: Any) -> None:
         calls.append((args, kwargs))
 
-    pipeline = Pipeline().add_stage(_stage("h", handler))
+    pipeline = Pipeline().add_stage(stage_of("h", handler))
     with anyio.fail_after(LIMIT):
         await pipeline.execute(initial_input="in")
     assert len(calls) == 1
@@ -278,7 +274,7 @@ async def test_r3_4_sync_function_returning_awaitable_is_awaited() -> None:
     def handler(ctx: PipelineContext, data: Any) -> Awaitable[str]:
         return _Later(f"awaited {data}")
 
-    pipeline = Pipeline().add_stage(_stage("h", handler))
+    pipeline = Pipeline().add_stage(stage_of("h", handler))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input="x")
     assert result.stage_results["h"].result == "awaited x"
@@ -288,7 +284,7 @@ async def test_r3_4_stage_object_is_callable_like_its_handler() -> None:
     async def handler(ctx: PipelineContext, data: Any) -> int:
         return int(data) + 1
 
-    st = _stage("s", handler)
+    st = stage_of("s", handler)
     assert await st.handler(PipelineContext(), 1) == 2
 
 
@@ -321,10 +317,10 @@ async def test_r3_5_get_stage_result_returns_finished_stage_result_else_none() -
     pipeline = Pipeline(PipelineConfig(name="results", max_parallel=4))
     pipeline.add_stages(
         [
-            _stage("load", load),
-            _stage("slow", slow),
-            _stage("process", process, "load"),
-            _stage("later", later, "process", "slow"),
+            stage_of("load", load),
+            stage_of("slow", slow),
+            stage_of("process", process, "load"),
+            stage_of("later", later, "process", "slow"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -357,7 +353,7 @@ async def test_r3_5_get_stage_result_sees_a_failed_optional_stage() -> None:
     # One slot: boom (added first) ends before reporter starts.
     config = PipelineConfig(name="failed-result", max_parallel=1, retry=RetryConfig(max_retries=0))
     pipeline = Pipeline(config).add_stages(
-        [_stage("boom", boom, critical=False), _stage("reporter", reporter)]
+        [stage_of("boom", boom, critical=False), stage_of("reporter", reporter)]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import stage_of
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,7 +21,6 @@ from proxima.data.pipeline import (
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
-    Stage,
     StageStatus,
     TimeoutConfig,
 )
@@ -30,10 +30,6 @@ pytestmark = pytest.mark.anyio
 #: Upper bound for any one test's run, so a scheduling bug fails instead of hanging.
 LIMIT = 20
 SHORT_GRACE = TimeoutConfig(grace_period_seconds=0.2)
-
-
-def _stage(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
 
 
 class Concurrency:
@@ -76,7 +72,7 @@ async def test_r2_1_dependent_starts_without_waiting_for_unrelated_sibling() -> 
         return f"c({data})"
 
     pipeline = Pipeline(PipelineConfig(name="r2.1", max_parallel=4))
-    pipeline.add_stages([_stage("a", a), _stage("b", b), _stage("c", c, "a")])
+    pipeline.add_stages([stage_of("a", a), stage_of("b", b), stage_of("c", c, "a")])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -100,12 +96,12 @@ async def test_r2_1_dependent_of_a_deep_branch_starts_while_other_branch_runs() 
     pipeline = Pipeline(PipelineConfig(name="r2.1-deep", max_parallel=2))
     pipeline.add_stages(
         [
-            _stage("slow", slow_branch),
-            _stage("s1", step),
-            _stage("s2", step, "s1"),
-            _stage("s3", step, "s2"),
-            _stage("leaf", leaf, "s3"),
-            _stage("join", step, "slow", "leaf"),
+            stage_of("slow", slow_branch),
+            stage_of("s1", step),
+            stage_of("s2", step, "s1"),
+            stage_of("s3", step, "s2"),
+            stage_of("leaf", leaf, "s3"),
+            stage_of("join", step, "slow", "leaf"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -127,7 +123,7 @@ async def test_r2_1_ready_roots_all_start_together() -> None:
         await all_started.wait()  # deadlocks if roots are started one by one
 
     pipeline = Pipeline(PipelineConfig(name="roots", max_parallel=n))
-    pipeline.add_stages([_stage(f"r{i}", root) for i in range(n)])
+    pipeline.add_stages([stage_of(f"r{i}", root) for i in range(n)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -137,9 +133,9 @@ async def test_r2_1_ready_roots_all_start_together() -> None:
 async def test_r2_1_max_parallel_is_respected_and_reached(max_parallel: int) -> None:
     conc = Concurrency()
     pipeline = Pipeline(PipelineConfig(name="limit", max_parallel=max_parallel))
-    pipeline.add_stages([_stage(f"s{i}", conc.handler(f"s{i}")) for i in range(12)])
+    pipeline.add_stages([stage_of(f"s{i}", conc.handler(f"s{i}")) for i in range(12)])
     pipeline.add_stages(
-        [_stage(f"d{i}", conc.handler(f"d{i}"), f"s{i}", f"s{i + 1}") for i in range(11)]
+        [stage_of(f"d{i}", conc.handler(f"d{i}"), f"s{i}", f"s{i + 1}") for i in range(11)]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
@@ -169,7 +165,7 @@ async def test_r2_1_max_parallel_holds_across_retries(strategy: RetryStrategy) -
 
     retry = RetryConfig(max_retries=1, strategy=strategy, initial_delay_seconds=0.01)
     pipeline = Pipeline(PipelineConfig(name="retry-limit", max_parallel=3, retry=retry))
-    pipeline.add_stages([_stage(f"s{i}", flaky(f"s{i}")) for i in range(9)])
+    pipeline.add_stages([stage_of(f"s{i}", flaky(f"s{i}")) for i in range(9)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -183,7 +179,7 @@ async def test_r2_1_parallel_stages_false_runs_exactly_one_at_a_time(max_paralle
     conc = Concurrency()
     config = PipelineConfig(name="serial", parallel_stages=False, max_parallel=max_parallel)
     pipeline = Pipeline(config)
-    pipeline.add_stages([_stage(f"s{i}", conc.handler(f"s{i}")) for i in range(8)])
+    pipeline.add_stages([stage_of(f"s{i}", conc.handler(f"s{i}")) for i in range(8)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -207,9 +203,9 @@ async def test_r2_2_serial_order_is_earliest_added_topological(config: PipelineC
     pipeline = Pipeline(config)
     pipeline.add_stages(
         [
-            _stage("a", conc.handler("a")),
-            _stage("c", conc.handler("c"), "a"),
-            _stage("b", conc.handler("b")),
+            stage_of("a", conc.handler("a")),
+            stage_of("c", conc.handler("c"), "a"),
+            stage_of("b", conc.handler("b")),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -231,11 +227,11 @@ async def test_r2_2_serial_order_with_sync_handlers_and_later_added_dependency()
     pipeline = Pipeline(PipelineConfig(name="serial", parallel_stages=False))
     pipeline.add_stages(
         [
-            _stage("d", handler("d"), "e"),
-            _stage("a", handler("a")),
-            _stage("c", handler("c"), "a"),
-            _stage("e", handler("e")),
-            _stage("b", handler("b")),
+            stage_of("d", handler("d"), "e"),
+            stage_of("a", handler("a")),
+            stage_of("c", handler("c"), "a"),
+            stage_of("e", handler("e")),
+            stage_of("b", handler("b")),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -287,7 +283,7 @@ async def test_r2_2_property_serial_order_matches_earliest_first_kahn(
         else PipelineConfig(name="p", max_parallel=1)
     )
     pipeline = Pipeline(config)
-    pipeline.add_stages([_stage(sid, conc.handler(sid), *deps[sid]) for sid in order])
+    pipeline.add_stages([stage_of(sid, conc.handler(sid), *deps[sid]) for sid in order])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -319,7 +315,9 @@ async def test_r2_3_stage_waiting_out_retry_delay_does_not_hold_a_slot() -> None
     long_delay = RetryConfig(
         max_retries=3, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30.0
     )
-    pipeline.add_stages([_stage("flaky", flaky, retry_config=long_delay), _stage("other", other)])
+    pipeline.add_stages(
+        [stage_of("flaky", flaky, retry_config=long_delay), stage_of("other", other)]
+    )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert seen["flaky"] is StageStatus.RETRYING
@@ -351,7 +349,7 @@ async def test_r4_6_r5_2_stop_during_retry_delay_does_not_wait_for_grace() -> No
 
     long_delay = RetryConfig(strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30.0)
     pipeline.add_stages(
-        [_stage("flaky", flaky, retry_config=long_delay), _stage("stopper", stopper)]
+        [stage_of("flaky", flaky, retry_config=long_delay), stage_of("stopper", stopper)]
     )
     with anyio.fail_after(2):  # a hang guard only: a correct run ends in milliseconds
         result = await pipeline.execute()
@@ -379,7 +377,7 @@ async def test_r2_5_stage_statuses_show_pending_queued_running_live() -> None:
     async def plain(ctx: PipelineContext, data: Any) -> Any:
         return data
 
-    pipeline.add_stages([_stage("a", a), _stage("b", plain, "a"), _stage("c", plain)])
+    pipeline.add_stages([stage_of("a", a), stage_of("b", plain, "a"), stage_of("c", plain)])
     outcome: dict[str, Any] = {}
 
     async def run() -> None:
@@ -419,9 +417,9 @@ async def test_r2_5_stage_statuses_show_retrying_live() -> None:
     )
     pipeline.add_stages(
         [
-            _stage("flaky", flaky, retry_config=slow_retry),
-            _stage("after", after, "flaky"),
-            _stage("watcher", watcher),
+            stage_of("flaky", flaky, retry_config=slow_retry),
+            stage_of("after", after, "flaky"),
+            stage_of("watcher", watcher),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -454,11 +452,11 @@ async def test_r2_5_stage_statuses_after_run_are_terminal() -> None:
     pipeline = Pipeline(config)
     pipeline.add_stages(
         [
-            _stage("ok", ok),
-            _stage("boom", boom),
-            _stage("hang", hang, timeout_seconds=0.05),
-            _stage("after_boom", ok, "boom"),
-            _stage("after_ok", ok, "ok"),
+            stage_of("ok", ok),
+            stage_of("boom", boom),
+            stage_of("hang", hang, timeout_seconds=0.05),
+            stage_of("after_boom", ok, "boom"),
+            stage_of("after_ok", ok, "ok"),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -488,7 +486,7 @@ async def test_r2_5_stage_statuses_after_cancel_are_cancelled() -> None:
     async def never(ctx: PipelineContext, data: Any) -> None:
         raise AssertionError("must not run")
 
-    pipeline.add_stages([_stage("hang", hang), _stage("never", never, "hang")])
+    pipeline.add_stages([stage_of("hang", hang), stage_of("never", never, "hang")])
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(pipeline.execute)
@@ -517,7 +515,7 @@ async def test_r2_4_five_thousand_stage_chain_completes() -> None:
 
     pipeline = Pipeline(PipelineConfig(name="chain"))
     pipeline.add_stages(
-        [_stage("s0", inc)] + [_stage(f"s{i}", inc, f"s{i - 1}") for i in range(1, n)]
+        [stage_of("s0", inc)] + [stage_of(f"s{i}", inc, f"s{i - 1}") for i in range(1, n)]
     )
     with anyio.fail_after(120):
         result = await pipeline.execute(initial_input=0)
@@ -536,8 +534,8 @@ async def test_r2_4_five_thousand_stage_wide_pipeline_completes() -> None:
         return sum(data.values())
 
     pipeline = Pipeline(PipelineConfig(name="wide"))
-    pipeline.add_stages([_stage(f"w{i}", leaf) for i in range(n)])
-    pipeline.add_stage(_stage("join", join, *(f"w{i}" for i in range(n))))
+    pipeline.add_stages([stage_of(f"w{i}", leaf) for i in range(n)])
+    pipeline.add_stage(stage_of("join", join, *(f"w{i}" for i in range(n))))
     with anyio.fail_after(120):
         result = await pipeline.execute(initial_input=1)
     assert result.status is PipelineStatus.COMPLETED
