@@ -176,6 +176,27 @@ async def assert_reusable(pipeline: Pipeline, track: Track) -> None:
     track.calm = False
 
 
+class CallerScope:
+    """``execute()`` inside a cancel scope the test cancels, as a caller that
+    gives up would; ``outcome`` says whether execute() returned or the
+    cancellation reached the caller."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.scope = anyio.CancelScope()
+        self.outcome: list[str] = []
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                await self.pipeline.execute()
+                await anyio.lowlevel.checkpoint()
+                self.outcome.append("returned")
+            except anyio.get_cancelled_exc_class():
+                self.outcome.append("cancelled")
+                raise
+
+
 def hang(started: Callable[[], None] | None = None) -> Body:
     async def body(ctx: PipelineContext, _: Any) -> Any:
         if started is not None:
@@ -461,29 +482,17 @@ async def test_r5_4_cancel_and_outer_cancel_during_cleanup_do_not_interrupt_it()
         ]
     )
     before = task_ids()
-    outer = anyio.CancelScope()
-    outcome: list[str] = []
-
-    async def run() -> None:
-        with outer:
-            try:
-                await pipeline.execute()
-                await anyio.lowlevel.checkpoint()
-                outcome.append("returned")
-            except anyio.get_cancelled_exc_class():
-                outcome.append("cancelled")
-                raise
-
+    outer = CallerScope(pipeline)
     with anyio.fail_after(PROMPT):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
+            tg.start_soon(outer.run)
             await in_cleanup.wait()
             pipeline.cancel(CancellationReason.RESOURCE_LIMIT)
             await anyio.to_thread.run_sync(pipeline.cancel, CancellationReason.DEPENDENCY_FAILED)
-            outer.cancel()
+            outer.scope.cancel()
             await anyio.lowlevel.checkpoint()
             release.set()
-    assert outcome == ["cancelled"], "R5.6: the outer cancellation reaches the caller"
+    assert outer.outcome == ["cancelled"], "R5.6: the outer cancellation reaches the caller"
     assert finished == ["b"], "R5.4: the running cleanup was not interrupted"
     result = assert_stopped_cleanly(pipeline.result, track, before=before)
     assert result.status is PipelineStatus.CANCELLED
@@ -794,28 +803,16 @@ async def test_r5_6_outer_cancellation_during_a_stop_propagates_and_cleans_up_on
         ),
     )
     before = task_ids()
-    outer = anyio.CancelScope()
-    outcome: list[str] = []
-
-    async def run() -> None:
-        with outer:
-            try:
-                await pipeline.execute()
-                await anyio.lowlevel.checkpoint()
-                outcome.append("returned")
-            except anyio.get_cancelled_exc_class():
-                outcome.append("cancelled")
-                raise
-
+    outer = CallerScope(pipeline)
     with anyio.fail_after(PROMPT):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
+            tg.start_soon(outer.run)
             await started.reached.wait()
             if stopper == "cancel":
                 pipeline.cancel()
             await stop_seen.wait()
-            outer.cancel()
-    assert outcome == ["cancelled"], "R5.6: the caller's cancellation is never swallowed"
+            outer.scope.cancel()
+    assert outer.outcome == ["cancelled"], "R5.6: the caller's cancellation is never swallowed"
     result = assert_stopped_cleanly(pipeline.result, track, before=before)
     pairs = {
         (PipelineStatus.CANCELLED, CancellationReason.EXTERNAL),
