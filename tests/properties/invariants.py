@@ -355,7 +355,10 @@ def _stage(
             bad(f"R5.3: {sid} CANCELLED but the run was not stopped")
         if not isinstance(sr.exception, PipelineCancelledException):
             bad(f"R5.3: {sid} CANCELLED with {sr.exception!r}")
-        if last.exit == RETURNED:
+        if last.exit == RETURNED and not last.stop_begun_at_exit:
+            # Returning after a stop began may be too late: once the grace
+            # period is over (or the run was cancelled at once), a value that
+            # comes back no longer counts.
             bad(f"R5.2: {sid} returned a value but ended CANCELLED")
         if last.exit == RAISED and (last.stop_begun_at_exit or _retry_reason(case, sc, last)):
             bad(f"R4.6: {sid} raised after the stop / without a retry, yet ended CANCELLED")

@@ -140,6 +140,13 @@ class Emitter:
         """Recompute whether the per-stage events are worth building."""
         self.verbose = bool(self._listeners) or logger.isEnabledFor(logging.DEBUG)
 
+    def wants(self, status: StageStatus) -> bool:
+        """Whether a STAGE_FINISHED event with ``status`` would reach anyone;
+        lets the scheduler skip even the call when stopping many stages."""
+        return bool(self._listeners) or logger.isEnabledFor(
+            _level(EventKind.STAGE_FINISHED, status, None)
+        )
+
     def emit(self, kind: EventKind, **fields: Any) -> None:
         """Build the event and deliver it.
 

@@ -154,6 +154,7 @@ class Run:
         self._stopping = False
         self._origin: _Origin | None = None
         self._fatal: BaseException | None = None
+        self._forced = False  # the run's task group was cancelled: no grace left
         self._finished = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
@@ -233,6 +234,7 @@ class Run:
                 await self._done.wait()
             if not self._finished:
                 assert self._tg is not None
+                self._forced = True
                 self._tg.cancel_scope.cancel()
 
     # -- scheduling ---------------------------------------------------------------
@@ -344,25 +346,20 @@ class Run:
         error: Exception | None = None
         timed_out = False
         try:
-            # After the handler returns, a cancellation it swallowed is
-            # re-checked: a stage cancelled by a stop or by the caller ends
-            # CANCELLED, not COMPLETED with whatever it returned (R5.2).
             if timeout is None:
                 value = run.stage.handler(ctx, run.input)
                 if _isawaitable(value):
                     value = await value
-                await anyio.lowlevel.checkpoint_if_cancelled()
             else:
                 with anyio.move_on_after(timeout) as scope:
                     value = run.stage.handler(ctx, run.input)
                     if _isawaitable(value):
                         value = await value
-                    await anyio.lowlevel.checkpoint_if_cancelled()
                 # A blocking sync handler cannot be interrupted, but one that
                 # overran its deadline has still timed out.
                 timed_out = scope.cancel_called or anyio.current_time() >= scope.deadline
         except anyio.get_cancelled_exc_class() as exc:
-            if anyio.current_effective_deadline() == -math.inf:
+            if self._forced or anyio.current_effective_deadline() == -math.inf:
                 # The run's scope or the caller's: a forced stop (R5.2) or an
                 # external cancel (R5.6). Record it and let it propagate.
                 self._running -= 1
@@ -381,6 +378,13 @@ class Run:
             return
         self._running -= 1
 
+        if self._forced and error is None and not timed_out:
+            # Returned after the grace period ran out (it swallowed or
+            # outlasted the cancellation): too late to count (R5.2).
+            self._log_attempt(run, started, wall, "cancelled", None)
+            self._end_stage(run, _CANCELLED, self._cancelled_exc())
+            self._task_done()
+            return
         if timed_out:
             self._log_attempt(run, started, wall, "timed_out", None)
             assert timeout is not None
@@ -508,7 +512,7 @@ class Run:
         )
         run.final = result
         self._ctx._results[stage.stage_id] = result
-        if status is not _COMPLETED or self.emitter.verbose:
+        if self.emitter.verbose or self.emitter.wants(status):
             self.emitter.emit(
                 EventKind.STAGE_FINISHED,
                 stage_id=stage.stage_id,
@@ -570,6 +574,7 @@ class Run:
             self._fatal = exc
         self._stop(_Origin.EXTERNAL, CancellationReason.EXTERNAL)
         if self._tg is not None:
+            self._forced = True
             self._tg.cancel_scope.cancel()
 
     def _cancelled_exc(self) -> PipelineCancelledException:
