@@ -214,7 +214,7 @@ async def test_r1_2_asyncio_wait_for_returns_result_in_time() -> None:
 async def test_r1_2_asyncio_wait_for_timeout_propagates_and_records_external() -> None:
     blk = Blocking(2)
     with anyio.fail_after(LIMIT):
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(blk.pipeline.execute(), 0.1)
     blk.assert_cancelled_externally()
 
