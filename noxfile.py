@@ -30,6 +30,13 @@ def tests_backend(session: nox.Session, backend: str) -> None:
     session.run("pytest", "-k", others, *session.posargs)
 
 
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def tests_python(session: nox.Session) -> None:
+    """The whole test suite on each supported Python (those on PATH)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
 @nox.session
 def properties(session: nox.Session) -> None:
     """Property-based tests with a larger example budget than the default run."""
