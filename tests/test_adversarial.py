@@ -206,6 +206,19 @@ def hang(started: Callable[[], None] | None = None) -> Body:
     return body
 
 
+def stopper(started: Counter) -> Body:
+    """A stage that counts itself started, waits until every counted stage
+    has started, then stops the run from inside and keeps running."""
+
+    async def body(ctx: PipelineContext, _: Any) -> Any:
+        started()
+        await started.reached.wait()
+        ctx.cancel()
+        await anyio.sleep_forever()
+
+    return body
+
+
 class Counter:
     """An event that fires once ``count`` reaches ``target``."""
 
@@ -468,17 +481,11 @@ async def test_r5_4_cancel_and_outer_cancel_during_cleanup_do_not_interrupt_it()
         await anyio.sleep(0.001)
         finished.append("b")
 
-    async def stopper(ctx: PipelineContext, _: Any) -> None:
-        started()
-        await started.reached.wait()
-        ctx.cancel()
-        await anyio.sleep_forever()
-
     pipeline = make(
         [
             track.stage("a", hang(started)),
             track.stage("b", hang(started), cleanup=slow_cleanup),
-            track.stage("c", stopper),
+            track.stage("c", stopper(started)),
         ]
     )
     before = task_ids()
@@ -519,18 +526,12 @@ async def test_r5_4_cleanup_hanging_past_its_timeout_is_cut_and_the_rest_still_r
         with anyio.CancelScope(shield=True):
             await anyio.sleep(0.1)
 
-    async def stopper(ctx: PipelineContext, _: Any) -> None:
-        started()
-        await started.reached.wait()
-        ctx.cancel()
-        await anyio.sleep_forever()
-
     pipeline = make(
         [
             track.stage("a", hang(started)),
             track.stage("b", hang(started), cleanup=hangs),
             track.stage("c", hang(started), cleanup=shielded),
-            track.stage("d", stopper),
+            track.stage("d", stopper(started)),
         ],
         timeout=TimeoutConfig(grace_period_seconds=0.0, cleanup_timeout_seconds=0.02),
     )
@@ -571,16 +572,10 @@ async def test_r5_2_handler_swallowing_cancellation_does_not_block_the_stop(how:
             raise RuntimeError("cleanup after swallowing failed")
         return "swallowed"
 
-    async def stopper(ctx: PipelineContext, _: Any) -> None:
-        started()
-        await started.reached.wait()
-        ctx.cancel()
-        await anyio.sleep_forever()
-
     pipeline = make(
         [
             track.stage("swallower", swallower),
-            track.stage("stopper", stopper),
+            track.stage("stopper", stopper(started)),
             track.stage("child", hang(), ["swallower"]),
         ]
     )
@@ -611,13 +606,7 @@ async def test_regression_r5_2_swallowed_forced_cancellation_still_ends_cancelle
         except anyio.get_cancelled_exc_class():
             return "swallowed"
 
-    async def stopper(ctx: PipelineContext, _: Any) -> None:
-        started()
-        await started.reached.wait()
-        ctx.cancel()
-        await anyio.sleep_forever()
-
-    pipeline = make([track.stage("swallower", swallower), track.stage("stopper", stopper)])
+    pipeline = make([track.stage("swallower", swallower), track.stage("stopper", stopper(started))])
     with anyio.fail_after(PROMPT):
         result = await pipeline.execute()
     assert_stopped_cleanly(result, track)
@@ -849,14 +838,8 @@ async def test_regression_r5_4_asyncio_task_cancel_during_cleanup_interrupts_it(
         await release.wait()
         finished.append("a")
 
-    async def stopper(ctx: PipelineContext, _: Any) -> None:
-        started()
-        await started.reached.wait()
-        ctx.cancel()
-        await anyio.sleep_forever()
-
     pipeline = make(
-        [track.stage("a", hang(started), cleanup=slow_cleanup), track.stage("b", stopper)]
+        [track.stage("a", hang(started), cleanup=slow_cleanup), track.stage("b", stopper(started))]
     )
     task = asyncio.ensure_future(pipeline.execute())
     with anyio.fail_after(PROMPT):
