@@ -33,8 +33,8 @@ from proxima.data.pipeline import (
     StageStatus,
     StageTimeoutException,
     TimeoutConfig,
-    _events,
 )
+from proxima.data.pipeline._engine import emitter as _events
 
 pytestmark = pytest.mark.anyio
 

@@ -5,37 +5,37 @@ Runs on asyncio (with or without uvloop) and trio through anyio. Everything
 public is importable from here; the underscored modules are private.
 """
 
-from ._config import PipelineConfig as PipelineConfig
-from ._config import RetryConfig as RetryConfig
-from ._config import TimeoutConfig as TimeoutConfig
-from ._context import PipelineContext as PipelineContext
-from ._enums import CancellationReason as CancellationReason
-from ._enums import PipelineStatus as PipelineStatus
-from ._enums import RetryStrategy as RetryStrategy
-from ._enums import StageStatus as StageStatus
-from ._errors import DependencyFailedException as DependencyFailedException
-from ._errors import PipelineAlreadyRunningError as PipelineAlreadyRunningError
-from ._errors import PipelineCancelledException as PipelineCancelledException
-from ._errors import PipelineException as PipelineException
-from ._errors import PipelineTimeoutException as PipelineTimeoutException
-from ._errors import PipelineValidationError as PipelineValidationError
-from ._errors import StageExecutionException as StageExecutionException
-from ._errors import StageTimeoutException as StageTimeoutException
-from ._events import EventKind as EventKind
-from ._events import EventStream as EventStream
-from ._events import Listener as Listener
-from ._events import PipelineEvent as PipelineEvent
-from ._otel import OpenTelemetryListener as OpenTelemetryListener
-from ._pipeline import Pipeline as Pipeline
-from ._pipeline import PipelineBuilder as PipelineBuilder
-from ._pipeline import run_pipeline as run_pipeline
-from ._progress import RichProgress as RichProgress
-from ._results import PipelineResult as PipelineResult
-from ._results import StageResult as StageResult
-from ._retry import with_retry as with_retry
-from ._stage import Stage as Stage
-from ._stage import create_stage as create_stage
-from ._stage import stage as stage
+from ._engine.context import PipelineContext as PipelineContext
+from ._facade.builder import PipelineBuilder as PipelineBuilder
+from ._facade.pipeline import Pipeline as Pipeline
+from ._facade.pipeline import run_pipeline as run_pipeline
+from ._facade.retry import with_retry as with_retry
+from ._model.config import PipelineConfig as PipelineConfig
+from ._model.config import RetryConfig as RetryConfig
+from ._model.config import TimeoutConfig as TimeoutConfig
+from ._model.enums import CancellationReason as CancellationReason
+from ._model.enums import PipelineStatus as PipelineStatus
+from ._model.enums import RetryStrategy as RetryStrategy
+from ._model.enums import StageStatus as StageStatus
+from ._model.errors import DependencyFailedException as DependencyFailedException
+from ._model.errors import PipelineAlreadyRunningError as PipelineAlreadyRunningError
+from ._model.errors import PipelineCancelledException as PipelineCancelledException
+from ._model.errors import PipelineException as PipelineException
+from ._model.errors import PipelineTimeoutException as PipelineTimeoutException
+from ._model.errors import PipelineValidationError as PipelineValidationError
+from ._model.errors import StageExecutionException as StageExecutionException
+from ._model.errors import StageTimeoutException as StageTimeoutException
+from ._model.events import EventKind as EventKind
+from ._model.events import Listener as Listener
+from ._model.events import PipelineEvent as PipelineEvent
+from ._model.results import PipelineResult as PipelineResult
+from ._model.results import StageResult as StageResult
+from ._model.stage import Stage as Stage
+from ._model.stage import create_stage as create_stage
+from ._model.stage import stage as stage
+from .observe.otel import OpenTelemetryListener as OpenTelemetryListener
+from .observe.progress import RichProgress as RichProgress
+from .observe.stream import EventStream as EventStream
 
 __all__ = [
     "CancellationReason",

@@ -9,8 +9,8 @@ from typing import NoReturn
 
 import attrs
 
-from ._errors import PipelineValidationError
-from ._stage import Stage
+from ._model.errors import PipelineValidationError
+from ._model.stage import Stage
 
 __all__ = ["Plan", "plan"]
 

@@ -16,12 +16,12 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._config import PipelineConfig
-from ._enums import CancellationReason
-from ._errors import PipelineCancelledException
+from .._model.config import PipelineConfig
+from .._model.enums import CancellationReason
+from .._model.errors import PipelineCancelledException
 
 if TYPE_CHECKING:
-    from ._results import StageResult
+    from .._model.results import StageResult
 
 __all__ = ["RESERVED_METRICS", "PipelineContext", "RunControl", "current_stage_metrics"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._enums import StageStatus
-from ._errors import StageTimeoutException
-from ._events import EventKind, PipelineEvent
+from .._model.enums import StageStatus
+from .._model.errors import StageTimeoutException
+from .._model.events import EventKind, PipelineEvent
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider

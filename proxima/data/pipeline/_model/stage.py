@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 import attrs
 
-from . import _validators as v
-from ._config import RetryConfig
+from . import validators as v
+from .config import RetryConfig
 
 if TYPE_CHECKING:
-    from ._context import PipelineContext
+    from .._engine.context import PipelineContext
 
 __all__ = ["CleanupHandler", "Handler", "Stage", "create_stage", "stage"]
 
@@ -106,8 +106,19 @@ class Stage:
     description: str = attrs.field(
         default="", converter=_to_description, validator=attrs.validators.instance_of(str)
     )
-    #: Free labels for people and tools.
+    #: Free labels for people and tools; ``PipelineConfig.tag_limits`` bounds them (R12).
     tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    #: Where the handler runs (R11); ``None`` = the pipeline's ``executor``.
+    executor: Any = attrs.field(default=None, validator=v.executor(optional=True))
+    #: The handler's code version for resume and the cache (R13.3); ``None`` =
+    #: a fingerprint of the handler's code.
+    version: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(v.non_empty_str)
+    )
+    #: Reuse a completed result of an earlier run whose key matches (R13.4).
+    cache: bool = attrs.field(default=False, validator=v.boolean)
+    #: Oldest cached result (seconds) that ``cache`` may reuse; ``None`` = any age.
+    cache_expiration: float | None = attrs.field(default=None, validator=v.timeout())
 
     def __call__(self, ctx: PipelineContext, input_data: Any = None) -> Any:
         return self.handler(ctx, input_data)
@@ -125,6 +136,10 @@ def create_stage(
     cleanup_handler: CleanupHandler | None = None,
     description: str = "",
     tags: Iterable[str] | None = None,
+    executor: Any = None,
+    version: str | None = None,
+    cache: bool = False,
+    cache_expiration: float | None = None,
 ) -> Stage:
     """Build a :class:`Stage`; the same validation applies."""
     return Stage(
@@ -138,6 +153,10 @@ def create_stage(
         cleanup_handler=cleanup_handler,
         description=description,
         tags=tags,  # converted to a tuple
+        executor=executor,
+        version=version,
+        cache=cache,
+        cache_expiration=cache_expiration,
     )
 
 
@@ -159,6 +178,10 @@ def stage(
     cleanup_handler: CleanupHandler | None = None,
     description: str | None = None,
     tags: Iterable[str] | None = None,
+    executor: Any = None,
+    version: str | None = None,
+    cache: bool = False,
+    cache_expiration: float | None = None,
 ) -> Callable[[Handler], Stage]: ...
 
 
@@ -175,6 +198,10 @@ def stage(
     cleanup_handler: CleanupHandler | None = None,
     description: str | None = None,
     tags: Iterable[str] | None = None,
+    executor: Any = None,
+    version: str | None = None,
+    cache: bool = False,
+    cache_expiration: float | None = None,
 ) -> Stage | Callable[[Handler], Stage]:
     """Turn a handler function into a :class:`Stage`.
 
@@ -197,6 +224,10 @@ def stage(
             cleanup_handler=cleanup_handler,
             description=description if description is not None else doc.split("\n")[0],
             tags=tags,
+            executor=executor,
+            version=version,
+            cache=cache,
+            cache_expiration=cache_expiration,
         )
 
     return decorate if func is None else decorate(func)

@@ -12,14 +12,14 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ._enums import StageStatus
-from ._events import EventKind, PipelineEvent
+from .._model.enums import StageStatus
+from .._model.events import EventKind, PipelineEvent
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from ._pipeline import Pipeline
+    from .._facade.pipeline import Pipeline
 
 __all__ = ["RichProgress"]
 

@@ -6,14 +6,15 @@ with :func:`attrs.evolve` (which re-runs the validators).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import types
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from . import _validators as v
-from ._enums import RetryStrategy
-from ._errors import PipelineCancelledException
+from . import validators as v
+from .enums import RetryStrategy
+from .errors import PipelineCancelledException
 
 __all__ = ["PipelineConfig", "RetryConfig", "TimeoutConfig"]
 
@@ -147,6 +148,14 @@ class TimeoutConfig:
     )
 
 
+def _to_tag_limits(value: Any) -> Mapping[str, int]:
+    if value is None:
+        return types.MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise TypeError(f"PipelineConfig.tag_limits must be a mapping of tag -> int, got {value!r}")
+    return types.MappingProxyType(dict(value))
+
+
 @attrs.frozen
 class PipelineConfig:
     """Everything about a pipeline that is not its stages.
@@ -176,6 +185,13 @@ class PipelineConfig:
     collect_metrics: bool = attrs.field(default=True, validator=v.boolean)
     #: After a stop, run the cleanup handlers of stages that started.
     cleanup_on_cancel: bool = attrs.field(default=True, validator=v.boolean)
+    #: Where stages that name no executor run (R11): ``"auto"`` runs ``async def``
+    #: handlers on the event loop and other callables in a worker thread.
+    executor: Any = attrs.field(default="auto", validator=v.executor(optional=False))
+    #: Tag -> most attempts of stages carrying that tag running at once (R12).
+    tag_limits: Mapping[str, int] = attrs.field(
+        factory=dict, converter=_to_tag_limits, validator=v.tag_limits
+    )
 
     @property
     def concurrency_limit(self) -> int:

@@ -1,119 +1,26 @@
-"""Pictures of a pipeline and of a run: Mermaid, Graphviz DOT and a
-self-contained HTML report (inline SVG and CSS, no JavaScript at all).
-
-Rendering is off the hot path; it may sort and lay out at leisure.
-"""
+"""The self-contained HTML report of a run: the graph coloured by status,
+a timeline of every attempt, and the summary table (inline SVG and CSS, no
+JavaScript at all)."""
 
 from __future__ import annotations
 
-import graphlib
 import html
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._enums import StageStatus
+from .render import OUTCOME_COLOURS, STATUS_COLOURS, layers, result_graph
 
 if TYPE_CHECKING:
-    from ._results import PipelineResult
+    from .._model.results import PipelineResult
 
-__all__ = ["STATUS_COLOURS", "html_report", "to_dot", "to_mermaid"]
-
-#: Fill colour per stage status, shared by every picture.
-STATUS_COLOURS: dict[StageStatus, str] = {
-    StageStatus.PENDING: "#eceff1",
-    StageStatus.QUEUED: "#e3f2fd",
-    StageStatus.RUNNING: "#90caf9",
-    StageStatus.RETRYING: "#ffe082",
-    StageStatus.COMPLETED: "#a5d6a7",
-    StageStatus.FAILED: "#ef9a9a",
-    StageStatus.TIMED_OUT: "#ffcc80",
-    StageStatus.CANCELLED: "#b0bec5",
-    StageStatus.SKIPPED: "#e0e0e0",
-}
-_OUTCOME_COLOURS = {
-    "completed": "#43a047",
-    "failed": "#e53935",
-    "timed_out": "#fb8c00",
-    "cancelled": "#78909c",
-}
-
-Graph = Mapping[str, Sequence[str]]  # stage id -> its dependencies, in stage order
-
-
-def to_mermaid(
-    graph: Graph,
-    names: Mapping[str, str] | None = None,
-    statuses: Mapping[str, StageStatus] | None = None,
-) -> str:
-    """A Mermaid ``flowchart LR``; with ``statuses``, nodes coloured by status."""
-    ids = {sid: f"s{i}" for i, sid in enumerate(graph)}
-    lines = ["flowchart LR"]
-    for sid, node in ids.items():
-        name = sid if names is None else names.get(sid, sid)
-        label = (
-            _mermaid_text(sid) if name == sid else f"{_mermaid_text(name)}<br/>{_mermaid_text(sid)}"
-        )
-        lines.append(f'    {node}["{label}"]')
-    for sid, deps in graph.items():
-        for dep in deps:
-            lines.append(f"    {ids[dep]} --> {ids[sid]}")
-    if statuses is not None:
-        used = sorted({statuses[sid] for sid in graph if sid in statuses}, key=lambda s: s.value)
-        for status in used:
-            lines.append(
-                f"    classDef {status.name.lower()} fill:{STATUS_COLOURS[status]},stroke:#455a64"
-            )
-        for status in used:
-            members = ",".join(ids[sid] for sid in graph if statuses.get(sid) is status)
-            lines.append(f"    class {members} {status.name.lower()}")
-    return "\n".join(lines) + "\n"
-
-
-def _mermaid_text(text: str) -> str:
-    return html.escape(text, quote=False).replace('"', "#quot;")
-
-
-def to_dot(graph: Graph, names: Mapping[str, str] | None = None, title: str = "pipeline") -> str:
-    """A Graphviz ``digraph``, left to right, one box per stage."""
-    lines = [
-        f"digraph {_dot_id(title)} {{",
-        "    rankdir=LR;",
-        '    node [shape=box, style="rounded"];',
-    ]
-    for sid in graph:
-        name = (names or {}).get(sid, sid)
-        label = _dot_escape(sid) if name == sid else f"{_dot_escape(name)}\\n({_dot_escape(sid)})"
-        lines.append(f'    {_dot_id(sid)} [label="{label}"];')
-    for sid, deps in graph.items():
-        for dep in deps:
-            lines.append(f"    {_dot_id(dep)} -> {_dot_id(sid)};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _dot_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _dot_id(text: str) -> str:
-    return f'"{_dot_escape(text)}"'
-
-
-def _layers(graph: Graph) -> dict[str, int]:
-    """Longest-path layer of each stage: where it sits left to right."""
-    layer: dict[str, int] = {}
-    for sid in graphlib.TopologicalSorter(dict(graph)).static_order():
-        deps = graph.get(sid, ())
-        layer[sid] = 1 + max((layer[d] for d in deps), default=-1)
-    return layer
+__all__ = ["html_report"]
 
 
 _NODE_W, _NODE_H, _GAP_X, _GAP_Y = 150, 40, 60, 16
 
 
 def _dag_svg(result: PipelineResult) -> str:
-    graph = result._graph()
-    layer = _layers(graph)
+    graph = result_graph(result)
+    layer = layers(graph)
     rows: dict[int, int] = {}
     pos: dict[str, tuple[int, int]] = {}
     for sid in graph:
@@ -244,14 +151,14 @@ def html_report(result: PipelineResult) -> str:
         for status, colour in STATUS_COLOURS.items()
     )
     bars = "".join(
-        f'<span style="background:{c}">attempt {o}</span>' for o, c in _OUTCOME_COLOURS.items()
+        f'<span style="background:{c}">attempt {o}</span>' for o, c in OUTCOME_COLOURS.items()
     ) + (
         '<span style="background:#cfd8dc">waiting for a slot</span>'
         '<span style="background:#fff59d">retry delay</span>'
         '<span style="background:#9575cd">cleanup</span>'
     )
     title = f"{result.pipeline_name} - {result.status.name}"
-    outcome_css = "".join(f".bar.outcome-{o}{{fill:{c}}}" for o, c in _OUTCOME_COLOURS.items())
+    outcome_css = "".join(f".bar.outcome-{o}{{fill:{c}}}" for o, c in OUTCOME_COLOURS.items())
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{_e(title)}</title><style>{_CSS}{outcome_css}</style></head><body>"

@@ -36,17 +36,18 @@ import anyio.lowlevel
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-from ._config import PipelineConfig, RetryConfig
-from ._context import PipelineContext, current_stage_metrics
-from ._enums import CancellationReason, PipelineStatus, StageStatus
-from ._errors import (
+from .._graph import Plan
+from .._model.config import PipelineConfig, RetryConfig
+from .._model.enums import CancellationReason, PipelineStatus, StageStatus
+from .._model.errors import (
     DependencyFailedException,
     PipelineCancelledException,
     StageTimeoutException,
 )
-from ._events import Emitter, EventKind, Listener
-from ._graph import Plan
-from ._results import PipelineResult, StageResult
+from .._model.events import EventKind, Listener
+from .._model.results import PipelineResult, StageResult
+from .context import PipelineContext, current_stage_metrics
+from .emitter import Emitter
 
 __all__ = ["Run"]
 

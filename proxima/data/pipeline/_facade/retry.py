@@ -13,9 +13,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
-from ._config import RetryConfig
-from ._enums import RetryStrategy
-from ._log import logger
+from .._model.config import RetryConfig
+from .._model.enums import RetryStrategy
+from .._model.log import logger
 
 __all__ = ["with_retry"]
 

@@ -13,9 +13,8 @@ from typing import Any
 
 import attrs
 
-from . import _render
-from ._enums import CancellationReason, PipelineStatus, StageStatus
-from ._errors import (
+from .enums import CancellationReason, PipelineStatus, StageStatus
+from .errors import (
     DependencyFailedException,
     PipelineCancelledException,
     PipelineException,
@@ -78,6 +77,9 @@ class StageResult:
     metrics: dict[str, Any] = attrs.field(factory=dict)
     #: Whether the stage was critical (its shortfall fails the run).
     critical: bool = True
+    #: For a stage not run but restored from a store (R13.3, R13.4): the id
+    #: of the run whose stored value stands in for it; else ``None``.
+    restored_from: str | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -104,6 +106,7 @@ class StageResult:
             "attempt_count": self.attempt_count,
             "metrics": jsonable(self.metrics),
             "critical": self.critical,
+            "restored_from": self.restored_from,
         }
 
 
@@ -122,6 +125,8 @@ class PipelineResult:
     metadata: dict[str, Any] = attrs.field(factory=dict)
     #: Stage id -> the ids it depends on; lets a result draw its own graph.
     dependencies: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    #: The run's id in its store (R13.2); ``None`` for a run without a store.
+    run_id: str | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -197,26 +202,26 @@ class PipelineResult:
             "stage_results": {sid: r.to_dict() for sid, r in self.stage_results.items()},
             "metadata": jsonable(self.metadata),
             "dependencies": {sid: list(deps) for sid, deps in self.dependencies.items()},
+            "run_id": self.run_id,
         }
 
     def to_mermaid(self) -> str:
         """The run's graph as a Mermaid flowchart, nodes coloured by final status."""
-        names = {sid: r.stage_name for sid, r in self.stage_results.items()}
-        statuses = {sid: r.status for sid, r in self.stage_results.items()}
-        return _render.to_mermaid(self._graph(), names, statuses)
+        from ..observe.render import result_mermaid  # presentation, loaded on demand
+
+        return result_mermaid(self)
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML report: the graph coloured by status, a
         timeline of every attempt (slot wait, attempts, retry delays,
         cleanup) with hover titles, and the summary table. Written to
         ``path`` when given; the HTML is returned either way."""
-        document = _render.html_report(self)
+        from ..observe.report import html_report  # presentation, loaded on demand
+
+        document = html_report(self)
         if path is not None:
             pathlib.Path(path).write_text(document, encoding="utf-8")
         return document
-
-    def _graph(self) -> dict[str, tuple[str, ...]]:
-        return {sid: self.dependencies.get(sid, ()) for sid in self.stage_results}
 
     def raise_for_status(self) -> None:
         """Raise unless the run COMPLETED; the exception carries ``.result``.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._enums import CancellationReason
+from .enums import CancellationReason
 
 if TYPE_CHECKING:
-    from ._results import PipelineResult
+    from .results import PipelineResult
 
 __all__ = [
     "DependencyFailedException",

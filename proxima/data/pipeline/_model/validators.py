@@ -11,7 +11,17 @@ from typing import Any
 
 import attrs
 
-__all__ = ["at_least", "boolean", "delay", "non_empty_str", "optional_callable", "timeout"]
+__all__ = [
+    "EXECUTOR_NAMES",
+    "at_least",
+    "boolean",
+    "delay",
+    "executor",
+    "non_empty_str",
+    "optional_callable",
+    "tag_limits",
+    "timeout",
+]
 
 
 def _where(instance: Any, attribute: attrs.Attribute[Any]) -> str:
@@ -75,3 +85,41 @@ def non_empty_str(instance: Any, attribute: attrs.Attribute[Any], value: Any) ->
 def optional_callable(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{_where(instance, attribute)} must be callable or None, got {value!r}")
+
+
+#: The executors that can be named by a string (R11.1).
+EXECUTOR_NAMES = frozenset({"auto", "inline", "thread", "process"})
+
+
+def executor(*, optional: bool) -> Any:
+    """One of :data:`EXECUTOR_NAMES` or an object with the ``Executor``
+    protocol's ``session`` method (``None`` too, with ``optional``)."""
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, str):
+            if value not in EXECUTOR_NAMES:
+                names = ", ".join(repr(n) for n in sorted(EXECUTOR_NAMES))
+                raise ValueError(
+                    f"{_where(instance, attribute)} must be one of {names} or an Executor, "
+                    f"got {value!r}"
+                )
+            return
+        if not callable(getattr(value, "session", None)):
+            raise TypeError(
+                f"{_where(instance, attribute)} must be an executor name or an object "
+                f"implementing the Executor protocol, got {value!r}"
+            )
+
+    return check
+
+
+def tag_limits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A mapping of non-empty tag -> int >= 1 (R12.1)."""
+    where = _where(instance, attribute)
+    for tag, limit in value.items():
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError(f"{where}: a tag must be a non-empty string, got {tag!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"{where}[{tag!r}] must be an int >= 1, got {limit!r}")
