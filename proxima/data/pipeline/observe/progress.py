@@ -9,19 +9,39 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .._model.enums import StageStatus
-from .._model.events import EventKind, PipelineEvent
+from .._model.events import EventKind, Listener, PipelineEvent
+from .._model.stage import Stage
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from .._facade.pipeline import Pipeline
+__all__ = ["RichProgress", "Watchable"]
 
-__all__ = ["RichProgress"]
+
+class Watchable(Protocol):
+    """What :class:`RichProgress` needs of a pipeline: its stages and its
+    listeners. A protocol, so that ``observe`` never imports the facade that
+    sits above it (a :class:`~proxima.data.pipeline.Pipeline` satisfies it)."""
+
+    @property
+    def stages(self) -> Sequence[Stage]:
+        """The stages in the order they were added."""
+        ...
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event of every run."""
+        ...
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        ...
+
 
 _STYLES = {
     StageStatus.PENDING: "dim",
@@ -61,7 +81,7 @@ class RichProgress:
 
     def __init__(
         self,
-        pipeline: Pipeline | None = None,
+        pipeline: Watchable | None = None,
         *,
         console: Console | None = None,
         max_rows: int = 15,
