@@ -1,6 +1,11 @@
 """Every async test runs on each backend: asyncio (debug mode, so a
 never-awaited coroutine fails loudly), trio, and asyncio+uvloop where uvloop
-installs (skipped with a visible reason where it does not)."""
+installs (skipped with a visible reason where it does not).
+
+``pytest --backend trio`` (repeatable) keeps only the trio runs of the tests
+parametrized by backend (the ``anyio_backend`` fixture, or a ``backend``
+parameter); every other test still runs, once. ``nox -s tests_backend`` uses it.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +46,50 @@ BACKENDS = [
         marks=[pytest.mark.skipif(_UVLOOP_SKIP is not None, reason=str(_UVLOOP_SKIP))],
     ),
 ]
+
+
+BACKEND_NAMES = ("asyncio", "trio", "uvloop")
+#: The parameters that name a backend: the fixture, and sync tests that pick one.
+_BACKEND_PARAMS = ("anyio_backend", "backend")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        action="append",
+        choices=BACKEND_NAMES,
+        default=[],
+        help="run the backend-parametrized tests on this backend only (repeatable; "
+        "default: every backend); tests without a backend parameter run as usual",
+    )
+
+
+def _backend_of(value: object) -> str | None:
+    """``("asyncio", {"use_uvloop": True})`` -> ``"uvloop"``; ``"trio"`` -> ``"trio"``."""
+    if isinstance(value, tuple) and value and isinstance(value[0], str):
+        options = value[1] if len(value) > 1 else {}
+        uvloop = isinstance(options, dict) and bool(options.get("use_uvloop"))
+        return "uvloop" if uvloop else value[0]
+    if isinstance(value, str) and value in BACKEND_NAMES:
+        return value
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the runs on backends ``--backend`` did not name."""
+    wanted = set(config.getoption("--backend"))
+    if not wanted:
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, object] = callspec.params if callspec is not None else {}
+        names = {_backend_of(params[p]) for p in _BACKEND_PARAMS if p in params} - {None}
+        (dropped if names - wanted else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(params=BACKENDS)
