@@ -112,11 +112,13 @@ TIMEOUT_FIELDS = [
     "cleanup_timeout_seconds",
     "grace_period_seconds",
 ]
+#: The grace period and the cleanup timeout may be 0 (the spec's defaults paragraph).
+ZERO_ALLOWED = ("grace_period_seconds", "cleanup_timeout_seconds")
 TIMEOUT_BAD = [
     (field, value)
     for field in TIMEOUT_FIELDS
     for value in (-1.0, -0.001, NAN, INF, -INF, True, "5")
-] + [(field, 0) for field in TIMEOUT_FIELDS if field != "grace_period_seconds"]
+] + [(field, 0) for field in TIMEOUT_FIELDS if field not in ZERO_ALLOWED]
 
 
 @pytest.mark.parametrize(

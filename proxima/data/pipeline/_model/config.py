@@ -32,23 +32,47 @@ def _to_strategy(value: Any) -> RetryStrategy:
 
 
 def _to_exception_types(value: Any) -> tuple[type[BaseException], ...] | None:
+    """A tuple of exception types, or ``None`` (any ``Exception``).
+
+    A type that could never match a retried exception is refused rather
+    than silently never applying (R4.3): a ``BaseException`` that is not an
+    ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, the backends'
+    cancellation) and ``PipelineCancelledException`` (a stop, R5.3).
+    ``BaseException`` itself is accepted: it matches every ``Exception``.
+    """
     if value is None:
         return None
+    field = "RetryConfig.retry_on_exceptions"
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{field} must be None or a tuple of exception types, got the string {value!r} "
+            "(pass the type itself, e.g. (ValueError,))"
+        )
     items: Iterable[Any] = (value,) if isinstance(value, type) else value
     try:
-        types = tuple(items)
+        found = tuple(items)
     except TypeError:
         raise TypeError(
-            "RetryConfig.retry_on_exceptions must be None or a tuple of exception "
-            f"types, got {value!r}"
+            f"{field} must be None or a tuple of exception types, got {value!r}"
         ) from None
-    for item in types:
+    for item in found:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"{field} must hold exception types, got {item!r} in {value!r}")
+        if not (issubclass(item, Exception) or issubclass(Exception, item)):
             raise TypeError(
-                "RetryConfig.retry_on_exceptions must hold exception types, "
-                f"got {item!r} in {value!r}"
+                f"{field} can only hold Exception types: {item.__name__} is not an "
+                "Exception, and such exceptions (cancellation, KeyboardInterrupt, "
+                f"SystemExit) are never retried; got {value!r}"
             )
-    return types
+        if issubclass(item, PipelineCancelledException):
+            raise TypeError(
+                f"{field} cannot hold {item.__name__}: a stage raising it stops the run "
+                f"and is never retried, got {value!r}"
+            )
+    return found
+
+
+_GROWING = frozenset({RetryStrategy.LINEAR_BACKOFF, RetryStrategy.EXPONENTIAL_BACKOFF})
 
 
 @attrs.frozen
@@ -98,19 +122,23 @@ class RetryConfig:
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise ValueError(f"attempt must be an int >= 0, got {attempt!r}")
         strategy = self.strategy
-        initial = self.initial_delay_seconds
+        initial = float(self.initial_delay_seconds)
+        cap = float(self.max_delay_seconds)
         if strategy is RetryStrategy.CONSTANT:
             delay = initial
-        elif strategy is RetryStrategy.LINEAR_BACKOFF:
-            delay = initial * (attempt + 1)
-        elif strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
+        elif strategy in _GROWING and initial > 0:
+            # Float arithmetic: a huge ``attempt`` overflows at once instead
+            # of building a huge int; past any float is past the cap too.
             try:
-                delay = initial * self.backoff_factor**attempt
+                if strategy is RetryStrategy.LINEAR_BACKOFF:
+                    delay = initial * (attempt + 1.0)
+                else:
+                    delay = initial * float(self.backoff_factor) ** attempt
             except OverflowError:
-                delay = self.max_delay_seconds
+                delay = cap
         else:
-            delay = 0.0
-        return float(min(delay, self.max_delay_seconds))
+            delay = 0.0  # IMMEDIATE, NONE, or a zero base that grows to nothing
+        return min(delay, cap)
 
     def should_retry(self, exc: BaseException | None, *, attempt: int) -> bool:
         """Whether a failed attempt number ``attempt`` (from 1) gets a retry.
@@ -129,8 +157,9 @@ class RetryConfig:
 
 @attrs.frozen
 class TimeoutConfig:
-    """Time limits. ``None`` means no limit; numbers must be finite and > 0
-    (the grace period may be 0: cancel at once).
+    """Time limits. ``None`` means no limit; numbers must be finite and > 0,
+    except that the grace period and the cleanup timeout may be 0 (cancel at
+    once; give cleanup no time).
 
     The stage timeout applies to each attempt separately; the pipeline timeout
     runs from the start of ``execute()``, pauses included.
@@ -141,7 +170,10 @@ class TimeoutConfig:
     #: Limit for the whole run, from the start of ``execute()``, pauses included.
     pipeline_timeout_seconds: float | None = attrs.field(default=3600.0, validator=v.timeout())
     #: Limit for each cleanup handler after a stop.
-    cleanup_timeout_seconds: float | None = attrs.field(default=30.0, validator=v.timeout())
+    #: 0 gives cleanup no time: a cleanup is cancelled at its first await.
+    cleanup_timeout_seconds: float | None = attrs.field(
+        default=30.0, validator=v.timeout(allow_zero=True)
+    )
     #: How long running stages may finish on their own after a stop; 0 = cancel at once.
     grace_period_seconds: float | None = attrs.field(
         default=5.0, validator=v.timeout(allow_zero=True)

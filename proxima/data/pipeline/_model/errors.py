@@ -2,7 +2,9 @@
 
 Every exception keeps the constructor's positional arguments in ``args`` and
 builds its message in ``__str__``, so a ``pickle`` round trip (used by process
-pools and task queues) restores it whole, including ``.result``.
+pools and task queues) restores it whole, including ``.result``. Messages are
+built with :mod:`.text`, so ``str()`` of these errors never raises, whatever
+values they were given.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .enums import CancellationReason
+from .text import safe_repr, text_of
 
 if TYPE_CHECKING:
     from .results import PipelineResult
@@ -26,6 +29,13 @@ __all__ = [
 ]
 
 
+def _seconds(value: object) -> str:
+    """``value`` as in ``"2.5s"``; a message must not fail on a bad value."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}s"
+    return f"{safe_repr(value)}s"
+
+
 class PipelineException(Exception):
     """Base class of every error this library raises on purpose.
 
@@ -37,7 +47,7 @@ class PipelineException(Exception):
     result: PipelineResult | None = None
 
     def __str__(self) -> str:
-        return str(self.args[0]) if self.args else type(self).__name__
+        return text_of(self.args[0]) if self.args else type(self).__name__
 
 
 class PipelineValidationError(PipelineException, ValueError):
@@ -62,7 +72,7 @@ class StageTimeoutException(PipelineException, TimeoutError):
         self.timeout_seconds = timeout_seconds
 
     def __str__(self) -> str:
-        return f"stage {self.stage_id!r} timed out after {self.timeout_seconds:g}s"
+        return f"stage {safe_repr(self.stage_id)} timed out after {_seconds(self.timeout_seconds)}"
 
 
 class PipelineTimeoutException(PipelineException, TimeoutError):
@@ -73,7 +83,7 @@ class PipelineTimeoutException(PipelineException, TimeoutError):
         self.timeout_seconds = timeout_seconds
 
     def __str__(self) -> str:
-        return f"pipeline timed out after {self.timeout_seconds:g}s"
+        return f"pipeline timed out after {_seconds(self.timeout_seconds)}"
 
 
 class PipelineCancelledException(PipelineException):
@@ -93,7 +103,12 @@ class PipelineCancelledException(PipelineException):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message or f"pipeline cancelled ({self.reason.value})"
+        message = self.message
+        if message is not None and not (isinstance(message, str) and not message):
+            return text_of(message)
+        reason = self.reason
+        why = reason.value if isinstance(reason, CancellationReason) else safe_repr(reason)
+        return f"pipeline cancelled ({why})"
 
 
 class StageExecutionException(PipelineException):
@@ -106,7 +121,7 @@ class StageExecutionException(PipelineException):
         self.cause = cause
 
     def __str__(self) -> str:
-        return f"stage {self.stage_id!r} failed: {self.error}"
+        return f"stage {safe_repr(self.stage_id)} failed: {text_of(self.error)}"
 
 
 class DependencyFailedException(PipelineException):
@@ -119,4 +134,7 @@ class DependencyFailedException(PipelineException):
         self.failed_dependency = failed_dependency
 
     def __str__(self) -> str:
-        return f"stage {self.stage_id!r} skipped: dependency {self.failed_dependency!r} failed"
+        return (
+            f"stage {safe_repr(self.stage_id)} skipped: "
+            f"dependency {safe_repr(self.failed_dependency)} failed"
+        )

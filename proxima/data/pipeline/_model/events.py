@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .enums import CancellationReason, PipelineStatus, StageStatus
+from .text import safe_repr
 
 if TYPE_CHECKING:
     from .results import PipelineResult, StageResult
@@ -42,6 +43,10 @@ class EventKind(enum.Enum):
     RUN_FINISHED = "run_finished"
 
 
+def _short(value: object) -> str:
+    return safe_repr(value)
+
+
 @attrs.frozen
 class PipelineEvent:
     """One thing that happened during a run.
@@ -66,12 +71,14 @@ class PipelineEvent:
     attempt: int | None = None
     status: StageStatus | PipelineStatus | None = None
     delay: float | None = None
-    error: str | None = None
+    error: str | None = attrs.field(default=None, repr=_short)
     exception: BaseException | None = attrs.field(default=None, repr=False)
     reason: CancellationReason | None = None
     duration_ms: float | None = None
     stage_result: StageResult | None = attrs.field(default=None, repr=False)
     pipeline_result: PipelineResult | None = attrs.field(default=None, repr=False)
+    #: On STAGE_FINISHED of a stage restored from a store (R13.3): the run it came from.
+    restored_from: str | None = None
 
     def describe(self) -> str:
         """A one-line human description (used for log messages)."""
@@ -87,6 +94,8 @@ class PipelineEvent:
             text += f", retry in {self.delay:g}s"
         if self.error:
             text += f": {self.error}"
+        if self.restored_from is not None:
+            text += f" (restored from run {self.restored_from})"
         return text
 
 

@@ -7,6 +7,7 @@ them must stay cheap); ``to_dict()`` output always survives ``json.dumps``.
 from __future__ import annotations
 
 import enum
+import heapq
 import os
 import pathlib
 from typing import Any
@@ -22,30 +23,106 @@ from .errors import (
     StageExecutionException,
     StageTimeoutException,
 )
+from .text import describe, safe_repr, shorten, text_of
 
-__all__ = ["PipelineResult", "StageResult", "jsonable"]
+__all__ = ["SUMMARY_TABLE_LIMIT", "PipelineResult", "StageResult", "jsonable"]
 
 _FAILED = (StageStatus.FAILED, StageStatus.TIMED_OUT)
+#: Longest text of any one field in a result's repr.
+_REPR_LIMIT = 80
+#: Up to this many stages, ``summary()`` lists every stage by default.
+SUMMARY_TABLE_LIMIT = 20
+#: How many failed stages (and cleanup errors) a digest lists.
+_DIGEST_FAILURES = 10
+#: How many of the slowest stages a digest lists.
+_DIGEST_SLOWEST = 5
+#: Longest error text on one summary line.
+_LINE_LIMIT = 200
+
+
+#: Containers nested deeper than this are given as text (``json.dumps``
+#: itself gives up at about the interpreter's recursion limit).
+_MAX_DEPTH = 100
+#: Ints too long for ``json.dumps`` (Python caps int -> str at 4300 digits).
+_MAX_INT_BITS = 14_000
 
 
 def jsonable(value: Any) -> Any:
     """``value`` made safe for ``json.dumps``: containers recursed into,
-    enums as names, exceptions as text, anything else unknown as ``repr``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    enums as names, exceptions as text, anything else unknown as ``repr``.
+
+    Never raises: a ``__repr__`` or ``__str__`` that raises, a container
+    that contains itself (``<cycle: list>``) or nests too deep becomes a
+    marker string instead (R7.3).
+    """
+    return _jsonable(value, set(), 0)
+
+
+def _jsonable(value: Any, path: set[int], depth: int) -> Any:
+    if value is None:
         return value
-    if isinstance(value, dict):
-        return {str(k): jsonable(item) for k, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.name
+    if isinstance(value, (bool, str, float)):
+        return value
+    if isinstance(value, int):
+        bits = value.bit_length()
+        return value if bits <= _MAX_INT_BITS else f"<int of {bits} bits>"
     if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return repr(value)
+        return describe(value)
+    if not isinstance(value, (dict, list, tuple)):
+        return safe_repr(value, limit=None)
+    key = id(value)
+    if key in path:
+        return f"<cycle: {type(value).__name__}>"
+    if depth >= _MAX_DEPTH:
+        return safe_repr(value)
+    path.add(key)
+    try:
+        if isinstance(value, dict):
+            return {_key_text(k): _jsonable(item, path, depth + 1) for k, item in value.items()}
+        return [_jsonable(item, path, depth + 1) for item in value]
+    except Exception:  # a broken container subclass: its repr is all we can give
+        return safe_repr(value, limit=None)
+    finally:
+        path.discard(key)
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) else text_of(key)
+
+
+def _one_line(text: Any) -> str:
+    """``text`` on one line, cut to ``_LINE_LIMIT``: a summary line stays a line."""
+    return shorten(" ".join(text_of(text).split()), _LINE_LIMIT)
+
+
+def _duration_key(result: StageResult) -> float:
+    duration = result.duration_ms
+    return duration if duration is not None else -1.0
+
+
+def _table(results: list[StageResult], *, indent: str) -> list[str]:
+    """One aligned line per stage: id, status, duration, attempts, error."""
+    width = max((len(r.stage_id) for r in results), default=0)
+    lines = []
+    for r in results:
+        ms = r.duration_ms
+        line = f"{indent}{r.stage_id:<{width}}  {_name(r.status):<9}"
+        line += f"  {ms:9.1f} ms" if ms is not None else f"  {'-':>9}   "
+        line += f"  attempts={r.attempt_count}"
+        if r.error and r.status is not StageStatus.COMPLETED:
+            line += f"  {_one_line(r.error)}"
+        lines.append(line)
+    return lines
 
 
 def _ended(result: StageResult) -> float:
     return result.end_time if result.end_time is not None else float("inf")
+
+
+def _name(status: Any) -> str:
+    return status.name if isinstance(status, enum.Enum) else safe_repr(status, _REPR_LIMIT)
 
 
 def _duration_ms(start: float | None, end: float | None) -> float | None:
@@ -80,6 +157,19 @@ class StageResult:
     #: For a stage not run but restored from a store (R13.3, R13.4): the id
     #: of the run whose stored value stands in for it; else ``None``.
     restored_from: str | None = None
+
+    def __repr__(self) -> str:
+        # Short whatever the result holds: a repr is for logs and debuggers.
+        text = (
+            f"StageResult(stage_id={safe_repr(self.stage_id, _REPR_LIMIT)}, "
+            f"status={_name(self.status)}, attempt_count={self.attempt_count!r}, "
+            f"result={safe_repr(self.result, _REPR_LIMIT)}"
+        )
+        if self.error is not None:
+            text += f", error={safe_repr(self.error, _REPR_LIMIT)}"
+        if self.restored_from is not None:
+            text += f", restored_from={safe_repr(self.restored_from, _REPR_LIMIT)}"
+        return text + ")"
 
     @property
     def duration_ms(self) -> float | None:
@@ -162,30 +252,83 @@ class PipelineResult:
         """True when the run is COMPLETED (every stage completed)."""
         return self.status is PipelineStatus.COMPLETED
 
-    def summary(self) -> str:
-        """A readable multi-line report: totals, then one line per stage."""
+    def __repr__(self) -> str:
+        # Short whatever the stages hold: counts, never the stage results.
+        counts = ", ".join(f"{n} {name}" for name, n in self._counts().items())
+        return (
+            f"PipelineResult(pipeline_id={safe_repr(self.pipeline_id, _REPR_LIMIT)}, "
+            f"pipeline_name={safe_repr(self.pipeline_name, _REPR_LIMIT)}, "
+            f"status={_name(self.status)}, "
+            f"stages={len(self.stage_results)}" + (f" ({counts})" if counts else "") + ", "
+            f"cancellation_reason={_name(self.cancellation_reason)})"
+        )
+
+    def _counts(self) -> dict[str, int]:
+        """Lower-case status name -> number of stages, in ``StageStatus`` order."""
+        seen: dict[StageStatus, int] = {}
+        for r in self.stage_results.values():
+            seen[r.status] = seen.get(r.status, 0) + 1
+        return {s.name.lower(): seen[s] for s in StageStatus if s in seen}
+
+    def summary(self, full: bool | None = None) -> str:
+        """A readable multi-line report (R7.3) that stays short for big runs.
+
+        It always gives the headline (name, id, status, duration), why the
+        run stopped early, and the number of stages in each status. Then
+        ``full=True`` lists every stage, one line each, while ``full=False``
+        gives a digest: the failed stages with their errors (the first
+        10), and the 5 slowest stages. The default (``None``) is the full
+        list for runs of at most 20 stages and the digest beyond, so
+        ``print(result.summary())`` of a 20 000-stage run prints a screen,
+        not 20 000 lines. Failed cleanups come last.
+        """
+        stages = self.stage_results
+        if full is None:
+            full = len(stages) <= SUMMARY_TABLE_LIMIT
         duration = self.duration_ms
         took = f" in {duration:.1f} ms" if duration is not None else ""
-        lines = [f"Pipeline {self.pipeline_name!r} [{self.pipeline_id}]: {self.status.name}{took}"]
+        lines = [
+            f"Pipeline {safe_repr(self.pipeline_name)} [{text_of(self.pipeline_id)}]: "
+            f"{_name(self.status)}{took}"
+        ]
         if self.cancellation_reason is not None:
-            lines.append(f"  stopped early: {self.cancellation_reason.value}")
-        counts: dict[str, int] = {}
-        for r in self.stage_results.values():
-            counts[r.status.name] = counts.get(r.status.name, 0) + 1
-        totals = ", ".join(f"{n} {name.lower()}" for name, n in counts.items())
-        lines.append(f"  {len(self.stage_results)} stages" + (f": {totals}" if totals else ""))
-        width = max((len(sid) for sid in self.stage_results), default=0)
-        for sid, r in self.stage_results.items():
-            ms = r.duration_ms
-            line = f"  {sid:<{width}}  {r.status.name:<9}"
-            line += f"  {ms:9.1f} ms" if ms is not None else f"  {'-':>9}   "
-            line += f"  attempts={r.attempt_count}"
-            if r.error and r.status is not StageStatus.COMPLETED:
-                line += f"  {r.error}"
-            lines.append(line)
-        for sid, err in self.metadata.get("cleanup_errors", {}).items():
-            lines.append(f"  cleanup of {sid} failed: {err}")
+            reason = self.cancellation_reason
+            why = reason.value if isinstance(reason, enum.Enum) else safe_repr(reason)
+            lines.append(f"  stopped early: {why}")
+        totals = ", ".join(f"{n} {name}" for name, n in self._counts().items())
+        lines.append(f"  {len(stages)} stages" + (f": {totals}" if totals else ""))
+        if full:
+            lines += _table(list(stages.values()), indent="  ")
+        else:
+            lines += self._digest()
+        cleanup_errors = self.metadata.get("cleanup_errors")
+        if isinstance(cleanup_errors, dict):
+            shown = list(cleanup_errors.items())
+            if not full:
+                shown = shown[:_DIGEST_FAILURES]
+            for sid, err in shown:
+                lines.append(f"  cleanup of {text_of(sid)} failed: {_one_line(err)}")
+            if len(shown) < len(cleanup_errors):
+                lines.append(f"  ... and {len(cleanup_errors) - len(shown)} more failed cleanups")
         return "\n".join(lines)
+
+    def _digest(self) -> list[str]:
+        """The failures (first few, with errors) and the slowest stages."""
+        lines: list[str] = []
+        failed = [r for r in self.stage_results.values() if r.status in _FAILED]
+        if failed:
+            lines.append(f"  failed ({len(failed)}):")
+            lines += _table(failed[:_DIGEST_FAILURES], indent="    ")
+            if len(failed) > _DIGEST_FAILURES:
+                lines.append(f"    ... and {len(failed) - _DIGEST_FAILURES} more")
+        timed = [r for r in self.stage_results.values() if r.duration_ms is not None]
+        slowest = heapq.nlargest(_DIGEST_SLOWEST, timed, key=_duration_key)
+        if slowest:
+            lines.append("  slowest:")
+            lines += _table(slowest, indent="    ")
+        if self.stage_results:
+            lines.append(f"  (summary(full=True) lists all {len(self.stage_results)} stages)")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; stage results nested under ``stage_results``."""

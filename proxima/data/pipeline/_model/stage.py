@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, overload
 
@@ -9,11 +11,12 @@ import attrs
 
 from . import validators as v
 from .config import RetryConfig
+from .text import safe_repr
 
 if TYPE_CHECKING:
     from .._engine.context import PipelineContext
 
-__all__ = ["CleanupHandler", "Handler", "Stage", "create_stage", "stage"]
+__all__ = ["CleanupHandler", "Handler", "Stage", "StrTuple", "create_stage", "stage"]
 
 #: ``handler(ctx, input)``; may return a value or an awaitable of one.
 Handler = Callable[["PipelineContext", Any], Any]
@@ -21,16 +24,39 @@ Handler = Callable[["PipelineContext", Any], Any]
 CleanupHandler = Callable[["PipelineContext"], Any]
 
 
-def _to_dependencies(value: Any) -> tuple[str, ...]:
+class StrTuple(tuple[str, ...]):
+    """An immutable tuple of ids or tags that also equals a list of the same
+    items, so ``stage.dependencies == ["load"]`` holds for a stage built with
+    ``dependencies=["load"]`` as the reference writes it. Hashable like any
+    tuple (a list is never hashed, so equal values never hash apart)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            return tuple.__eq__(self, tuple(other))
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+
+_NO_IDS = StrTuple()
+
+
+def _to_dependencies(value: Any) -> StrTuple:
     if value is None:
-        return ()
+        return _NO_IDS
     if isinstance(value, str):
         raise TypeError(
             "Stage.dependencies must be a list of stage ids, not a bare string: "
             f"got {value!r} (did you mean [{value!r}]?)"
         )
     try:
-        deps = tuple(value)
+        deps = StrTuple(value)
     except TypeError:
         raise TypeError(f"Stage.dependencies must be a list of stage ids, got {value!r}") from None
     seen: set[str] = set()
@@ -45,23 +71,110 @@ def _to_dependencies(value: Any) -> tuple[str, ...]:
     return deps
 
 
-def _to_tags(value: Any) -> tuple[str, ...]:
+def _to_tags(value: Any) -> StrTuple:
     if value is None:
-        return ()
+        return _NO_IDS
     if isinstance(value, str):
         raise TypeError(f"Stage.tags must be a list of strings, got {value!r}")
-    return tuple(value)
+    try:
+        tags = StrTuple(value)
+    except TypeError:
+        raise TypeError(f"Stage.tags must be a list of strings, got {value!r}") from None
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"Stage.tags must hold strings, got {tag!r} in {value!r}")
+    return tags
 
 
 def _to_description(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _required_callable(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _callable_name(func: Any) -> str:
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else safe_repr(func, 80)
+
+
+def _is_generator_function(func: Any) -> bool:
+    """A generator or async generator function, also behind
+    ``functools.partial`` or as an object's ``__call__``: calling it only
+    builds a generator, so the stage would "complete" having done nothing."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, type)):
+        func = type(func).__call__
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
+def _plain_function_binds(func: Any, arity: int) -> bool:
+    """Whether a plain function surely takes ``arity`` positional arguments,
+    read from its code object: the common case, about 20 times cheaper than
+    ``inspect.signature`` (building 100 000 stages stays fast). False means
+    "ask inspect", which also words the error."""
+    if not inspect.isfunction(func) or hasattr(func, "__signature__"):
+        return False
+    code = func.__code__
+    positional = code.co_argcount
+    required = positional - len(func.__defaults__ or ())
+    takes_more = positional >= arity or bool(code.co_flags & inspect.CO_VARARGS)
+    kw_only = code.co_varnames[positional : positional + code.co_kwonlyargcount]
+    kw_defaults = func.__kwdefaults__ or {}
+    return takes_more and required <= arity and all(name in kw_defaults for name in kw_only)
+
+
+def _check_call_shape(stage: Any, field: str, func: Any, arity: int, shape: str) -> None:
+    """R3.6: refuse, when the stage is built, a callable that the run could
+    only fail to call (after the default retries) or call to no effect."""
+    if _is_generator_function(func):
+        raise TypeError(
+            f"{_where(stage, field, func)} is a generator function; it must return its "
+            f"result, not yield it (R3.6): it is called as {shape}"
+        )
+    if _plain_function_binds(func, arity):
+        return
+    try:
+        signature = inspect.signature(func, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return  # no readable signature (some builtins and C callables): trusted
+    try:
+        signature.bind(*([None] * arity))
+    except TypeError as exc:
+        raise TypeError(
+            f"{_where(stage, field, func)}{signature} cannot be called as {shape} "
+            f"(R3.6): {exc}{_hint(signature, arity)}"
+        ) from None
+
+
+def _where(stage: Any, field: str, func: Any) -> str:
+    return f"Stage {safe_repr(getattr(stage, 'stage_id', None))}: {field} {_callable_name(func)}"
+
+
+def _hint(signature: inspect.Signature, arity: int) -> str:
+    """What the caller most likely meant, for the two usual mistakes."""
+    if arity != 2:
+        return ""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in signature.parameters.values() if p.kind in kinds]
+    if len(positional) > arity:
+        return "; a stage with several dependencies receives one dict of their results"
+    if len(positional) < arity:
+        return "; a handler also receives its input (initial input or dependency results)"
+    return ""
+
+
+def _check_handler(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not callable(value):
         raise TypeError(
             f"{type(instance).__name__}.{attribute.name} must be callable, got {value!r}"
         )
+    _check_call_shape(instance, attribute.name, value, 2, "handler(ctx, input)")
+
+
+def _check_cleanup(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    v.optional_callable(instance, attribute, value)
+    _check_call_shape(instance, attribute.name, value, 1, "cleanup(ctx)")
 
 
 def _check_retry(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -89,9 +202,9 @@ class Stage:
     #: Human-readable name for reports.
     name: str = attrs.field(validator=attrs.validators.instance_of(str))
     #: ``handler(ctx, input)``; sync or async.
-    handler: Handler = attrs.field(validator=_required_callable)
+    handler: Handler = attrs.field(validator=_check_handler)
     #: Ids of the stages that must complete first, in the order their results are passed.
-    dependencies: tuple[str, ...] = attrs.field(default=(), converter=_to_dependencies)
+    dependencies: StrTuple = attrs.field(default=_NO_IDS, converter=_to_dependencies)
     #: Per-attempt limit; ``None`` = use the pipeline's ``stage_timeout_seconds``.
     timeout_seconds: float | None = attrs.field(default=None, validator=v.timeout())
     #: Retry policy for this stage; ``None`` = the pipeline's.
@@ -99,15 +212,13 @@ class Stage:
     #: False makes the stage optional: its failure never stops or fails the run.
     critical: bool = attrs.field(default=True, validator=v.boolean)
     #: ``cleanup(ctx)``, run after a stop if the stage started.
-    cleanup_handler: CleanupHandler | None = attrs.field(
-        default=None, validator=v.optional_callable
-    )
+    cleanup_handler: CleanupHandler | None = attrs.field(default=None, validator=_check_cleanup)
     #: Free text for people.
     description: str = attrs.field(
         default="", converter=_to_description, validator=attrs.validators.instance_of(str)
     )
     #: Free labels for people and tools; ``PipelineConfig.tag_limits`` bounds them (R12).
-    tags: tuple[str, ...] = attrs.field(default=(), converter=_to_tags)
+    tags: StrTuple = attrs.field(default=_NO_IDS, converter=_to_tags)
     #: Where the handler runs (R11); ``None`` = the pipeline's ``executor``.
     executor: Any = attrs.field(default=None, validator=v.executor(optional=True))
     #: The handler's code version for resume and the cache (R13.3); ``None`` =
