@@ -1,22 +1,30 @@
 """A small pipeline that shows proxima.data.pipeline at work.
 
-Run it with ``nox -s demo`` (or ``python examples/demo.py --backend trio``).
+Run it through the command line, ``proxima run examples/demo.py:build_pipeline``
+(``nox -s demo`` does that, recording the run in ``.proxima/demo.db``), or as a
+script, ``python examples/demo.py`` (``--backend trio`` for trio).
 
 The graph::
 
     fetch_users ──┐
-    fetch_orders ─┼──► merge ──► report
-    fetch_prices ─┘    (fan-in: receives a dict of the three results)
+    fetch_orders ─┤
+    fetch_prices ─┼──► merge ──► report
+    fetch_stock ──┘    (fan-in: receives a dict of the four results)
     fetch_users ─────► geocode   (optional; always too slow, so it times out)
 
-* ``fetch_users``, ``fetch_orders`` and ``fetch_prices`` have no dependencies,
-  so they start together (``max_parallel=4``).
+* ``fetch_users``, ``fetch_orders``, ``fetch_prices`` and ``fetch_stock`` have
+  no dependencies, so they start together (``max_parallel=5``).
+* ``fetch_stock`` is a plain ``def`` that blocks (like a synchronous database
+  driver would). The default executor, ``"auto"``, runs such a handler in a
+  worker thread, so it blocks neither the event loop nor the other stages'
+  timers.
 * ``fetch_prices`` is flaky on purpose: its first two attempts raise
   ``ConnectionError``, the third succeeds. Its retry policy waits 0.3 s, then
   0.6 s (exponential backoff), so the stage ends COMPLETED with 3 attempts.
-* ``merge`` depends on all three fetches. It starts as soon as the last of
+* ``merge`` depends on all four fetches. It starts as soon as the last of
   them completes and receives ``{"fetch_users": ..., "fetch_orders": ...,
-  "fetch_prices": ...}``, in the order its dependencies are listed.
+  "fetch_prices": ..., "fetch_stock": ...}``, in the order its dependencies
+  are listed.
 * ``geocode`` is the stage that times out. Its handler needs 10 s, but its
   timeout is 0.8 s per attempt: the library cancels it at the deadline
   (a hard stop, not a flag) and, with ``retry_on_timeout=False``, does not try
@@ -24,7 +32,8 @@ The graph::
   goes on, and the run ends PARTIALLY_COMPLETED rather than FAILED: only an
   optional stage fell short.
 
-While it runs, the script shows what the run reports about itself. In an
+Run as a script, the stages narrate what they do, and the script shows what
+the run reports about itself. In an
 interactive terminal (and with rich installed, ``pip install 'proxima[rich]'``)
 that is ``RichProgress``, a live table of the stages; otherwise, or with
 ``--plain``, a small listener prints one line per run-level event, retry and
@@ -34,6 +43,7 @@ The library itself never prints: everything on screen comes from this script.
 
 The whole run takes about a second and a half. The script exits 0 when the
 run ends as described above, 1 otherwise, so it doubles as a smoke test.
+Through the command line, the exit status is the run's: 3, PARTIALLY_COMPLETED.
 """
 
 from __future__ import annotations
@@ -61,11 +71,15 @@ from proxima.data.pipeline import (
 )
 
 START = time.perf_counter()
+#: Whether the stages narrate: when run as a script. Under ``proxima run``
+#: the command line's own progress display tells the story.
+NARRATE = False
 
 
 def say(message: str) -> None:
     """Print one progress line with the time since the demo started."""
-    print(f"[{time.perf_counter() - START:5.2f}s] {message}", flush=True)
+    if NARRATE:
+        print(f"[{time.perf_counter() - START:5.2f}s] {message}", flush=True)
 
 
 # -- the stage handlers: each is called as handler(ctx, input) ------------------
@@ -109,13 +123,22 @@ class FlakyPriceService:
         return {"lamp": 19.5, "desk": 120.0, "chair": 45.0}
 
 
+def fetch_stock(ctx: PipelineContext, _: Any) -> dict[str, int]:
+    # A plain def: it runs in a worker thread, so blocking here is fine.
+    say("fetch_stock: started (blocking call, in a worker thread)")
+    time.sleep(0.4)  # stands in for a synchronous database driver
+    say("fetch_stock: done")
+    return {"lamp": 12, "desk": 0, "chair": 30}
+
+
 async def merge(ctx: PipelineContext, fetched: dict[str, Any]) -> list[dict[str, Any]]:
     # Several dependencies: the input is a dict of dependency id -> result.
     say(f"merge: got {list(fetched)}")
     prices = fetched["fetch_prices"]
+    stock = fetched["fetch_stock"]
     known = set(fetched["fetch_users"])
     return [
-        {**order, "total": order["qty"] * prices[order["item"]]}
+        {**order, "total": order["qty"] * prices[order["item"]], "in_stock": stock[order["item"]]}
         for order in fetched["fetch_orders"]
         if order["user"] in known
     ]
@@ -138,10 +161,15 @@ async def geocode(ctx: PipelineContext, users: list[str]) -> dict[str, str]:
 
 
 def build_pipeline() -> Pipeline:
+    """The demo pipeline, new each call (the flaky service counts its calls).
+
+    Takes no arguments, so the command line can call it:
+    ``proxima run examples/demo.py:build_pipeline``.
+    """
     flaky = FlakyPriceService(failures=2)
     return (
         PipelineBuilder("orders-demo")
-        .with_parallel(enabled=True, max_parallel=4)
+        .with_parallel(enabled=True, max_parallel=5)
         .with_timeout(stage_timeout=5.0, pipeline_timeout=30.0)
         .add_stage("fetch_users", "Fetch users", fetch_users)
         .add_stage("fetch_orders", "Fetch orders", fetch_orders)
@@ -156,8 +184,12 @@ def build_pipeline() -> Pipeline:
                 retry_on_exceptions=(ConnectionError,),
             ),
         )
+        .add_stage("fetch_stock", "Fetch stock (blocking)", fetch_stock)
         .add_stage(
-            "merge", "Merge", merge, dependencies=["fetch_users", "fetch_orders", "fetch_prices"]
+            "merge",
+            "Merge",
+            merge,
+            dependencies=["fetch_users", "fetch_orders", "fetch_prices", "fetch_stock"],
         )
         .add_stage("report", "Report", report, dependencies=["merge"])
         .add_stage(
@@ -180,6 +212,7 @@ def expected(result: PipelineResult) -> bool:
         result.status is PipelineStatus.PARTIALLY_COMPLETED
         and stages["fetch_prices"].status is StageStatus.COMPLETED
         and stages["fetch_prices"].attempt_count == 3
+        and stages["fetch_stock"].status is StageStatus.COMPLETED
         and stages["geocode"].status is StageStatus.TIMED_OUT
         and stages["report"].status is StageStatus.COMPLETED
     )
@@ -222,6 +255,8 @@ def live_progress_available(plain: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global NARRATE
+    NARRATE = True
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the library's log")

@@ -92,8 +92,9 @@ KNOWN_TYPE_ONLY_EXCEPTIONS: dict[tuple[str, str], str] = {
 
 #: Top-level names a model module may not import: it is plain data.
 _MODEL_FORBIDDEN = {"anyio", "asyncio", "sniffio", "trio"}
-#: Where task groups may be opened (the run, and executors that run handlers).
-_TASK_GROUP_LAYERS = {"engine", "executors"}
+#: Where task groups may be opened (the run, executors that run handlers, and the
+#: command line, whose Ctrl-C watcher runs beside ``execute()``: R14.3).
+_TASK_GROUP_LAYERS = {"engine", "executors", "cli"}
 _TASK_GROUP_CALLS = {"create_task_group", "open_nursery"}
 
 
