@@ -36,7 +36,9 @@ def open_store(path: Path, *, create: bool) -> Store:
     """The SQLite store at ``path``; with ``create`` its folder and file are
     made when missing, else a missing file is a :class:`UsageError`."""
     try:
-        from proxima.data.pipeline.store import SQLiteStore
+        from proxima.data.pipeline.store import (  # type: ignore[attr-defined, unused-ignore]
+            SQLiteStore,
+        )
     except ImportError:
         raise UsageError(
             "this command needs the run store (R13), which this version of proxima does not have"
