@@ -89,12 +89,20 @@ def _is_acyclic(
 
 
 def _reject_cycle(stages: Sequence[Stage]) -> NoReturn:
-    """Raise with one cycle's path; graphlib finds it (only on the error path)."""
+    """Raise with one cycle's path; graphlib finds it (only on the error path).
+
+    The path starts and ends at the earliest-added stage on the cycle, which
+    is also the error's ``stage_id``: the same graph always gives the same
+    message, whatever order graphlib walked it in.
+    """
     sorter = graphlib.TopologicalSorter({st.stage_id: st.dependencies for st in stages})
     try:
         sorter.prepare()
     except graphlib.CycleError as exc:
-        cycle: list[str] = exc.args[1]
+        loop: list[str] = exc.args[1][:-1]  # graphlib repeats the first node at the end
+        order = {st.stage_id: position for position, st in enumerate(stages)}
+        first = min(range(len(loop)), key=lambda i: order[loop[i]])
+        cycle = loop[first:] + loop[:first] + [loop[first]]
         raise PipelineValidationError(
             f"dependency cycle: {' -> '.join(cycle)}", stage_id=cycle[0]
         ) from None

@@ -16,6 +16,7 @@ import anyio
 from .._model.config import RetryConfig
 from .._model.enums import RetryStrategy
 from .._model.log import logger
+from .._model.text import describe
 
 __all__ = ["with_retry"]
 
@@ -69,10 +70,10 @@ def with_retry(
                         raise
                     delay = cfg.get_delay(attempt - 1)
                     logger.info(
-                        "%s failed (attempt %d): %r; retrying in %gs",
+                        "%s failed (attempt %d): %s; retrying in %gs",
                         getattr(func, "__qualname__", func),
                         attempt,
-                        exc,
+                        describe(exc),  # user text: must not break the retry
                         delay,
                     )
                 await anyio.sleep(delay)
