@@ -42,7 +42,13 @@ def tests_python(session: nox.Session) -> None:
 def properties(session: nox.Session) -> None:
     """Property-based tests with a larger example budget than the default run."""
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/properties", "--hypothesis-profile=thorough", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/properties",
+        "--hypothesis-profile=thorough",
+        "--timeout=1200",  # ten times the default examples: ten times the time per test
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -5,12 +5,23 @@ installs (skipped with a visible reason where it does not).
 ``pytest --backend trio`` (repeatable) keeps only the trio runs of the tests
 parametrized by backend (the ``anyio_backend`` fixture, or a ``backend``
 parameter); every other test still runs, once. ``nox -s tests_backend`` uses it.
+
+Every test has a time limit (``timeout`` in pyproject.toml, pytest-timeout):
+at that limit every thread's stack is dumped and the session ends, whatever
+hangs. An async test gets a soft limit first, a little earlier: it fails on
+its own with the traceback of the ``await`` it was stuck in (a thread dump
+shows only the event loop) and the session goes on.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+from collections.abc import Callable, Generator
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -102,3 +113,55 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
 def backend_name(anyio_backend: tuple[str, dict[str, Any]]) -> str:
     """``"asyncio"`` or ``"trio"`` (uvloop reports as asyncio)."""
     return anyio_backend[0]
+
+
+# -- time limits ----------------------------------------------------------------------------------
+
+#: The share of the hard limit an async test gets before its soft limit fails it.
+_SOFT_SHARE = 0.9
+
+
+def _time_limit(item: pytest.Item) -> float:
+    """The item's pytest-timeout limit in seconds (0: none), looked up as
+    pytest-timeout does: marker, then option, then environment, then ini."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    for value in (
+        item.config.getoption("timeout", None),
+        os.environ.get("PYTEST_TIMEOUT"),
+        item.config.getini("timeout"),
+    ):
+        if value not in (None, ""):
+            return float(value)
+    return 0.0
+
+
+def _within(limit: float, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    async def within_limit(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with anyio.fail_after(limit) as scope:
+                return await func(*args, **kwargs)
+        except TimeoutError:
+            if scope.cancel_called:
+                pytest.fail(
+                    f"still running after its time limit of {limit:g} s (see the await above)"
+                )
+            raise
+
+    return within_limit
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Run an async test inside its soft time limit."""
+    func = pyfuncitem.obj
+    limit = _time_limit(pyfuncitem) * _SOFT_SHARE
+    if limit <= 0 or not inspect.iscoroutinefunction(func):
+        return (yield)
+    pyfuncitem.obj = _within(limit, func)
+    try:
+        return (yield)
+    finally:
+        pyfuncitem.obj = func
