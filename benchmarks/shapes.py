@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["SHAPES", "LAYERS_SEED", "StageSpec", "build_shape"]
+__all__ = ["LAYERS_SEED", "SHAPES", "StageSpec", "build_shape"]
 
 #: Seed of the ``layers`` shape's edge choice (fixed: every run builds the same graph).
 LAYERS_SEED = 20261126

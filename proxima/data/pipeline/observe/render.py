@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from .._model.results import PipelineResult
 
 __all__ = [
-    "STATUS_COLOURS",
     "OUTCOME_COLOURS",
+    "STATUS_COLOURS",
     "Graph",
     "layers",
     "result_graph",
