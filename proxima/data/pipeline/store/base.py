@@ -3,20 +3,27 @@
 The engine talks to a store through one :class:`RunJournal` per run:
 
 1. ``await store.begin_run(...)`` before any stage starts: records the run
-   and, with ``resume=``, resolves the run to resume (``"latest"`` or an id)
-   and claims it; an unknown run, or one another live run is resuming,
-   raises here, before anything runs (R13.3, R13.5).
+   and, with ``resume=``, resolves the run to resume (``"latest"``: the
+   newest run of this pipeline that is not going on; or an id) and claims
+   it; an unknown run (``RunNotFoundError``), or one that is still going on
+   or that another live run is resuming (``ResumeConflictError``), raises
+   here, before anything runs (R13.3, R13.5).
 2. ``await journal.lookup(wanted)`` once, at the start: the stored values
    that may stand in for stages of this run (resume within the resumed run,
-   the cache across every earlier run), already decoded and verified; a
+   the cache across every earlier run), already verified and decoded; a
    value whose signature does not match is left out with a warning (R13.6).
+   With ``resume=``, pass a :class:`Lookup` for every stage (with its
+   ``dependencies``): a stage is restored by resume only if everything
+   upstream of it is restored too. The restored stages are recorded in the
+   new run right there, in one write.
 3. ``await journal.record_stage(result, key)`` for every terminal stage
    result, as it ends; the engine releases a COMPLETED stage's dependents
    only after this returned, so a value is committed before any dependent
-   starts (R13.2).
+   starts (R13.2). For a restored stage (``result.restored_from`` set) it
+   returns at once: its final times ride along with the next write.
 4. ``await journal.finish(result)`` once, shielded, at the end of
    ``execute()`` whatever happened (also after a stop or an outer
-   cancellation); it releases the resume claim.
+   cancellation); it records the end and releases the resume claim.
 
 The plain methods ``runs()`` and ``load()`` work outside any event loop
 (the command line uses them, R13.7).
@@ -24,7 +31,7 @@ The plain methods ``runs()`` and ``load()`` work outside any event loop
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -51,6 +58,10 @@ class RunInfo:
     resumed_from: str | None = None
 
 
+def _ids(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Lookup:
     """A stage of the new run that a stored value might stand in for."""
@@ -65,6 +76,11 @@ class Lookup:
     cache: bool
     #: With ``cache``: the oldest acceptable result, in seconds.
     max_age: float | None = None
+    #: The ids of the stages this one depends on. With ``resume``, a stage is
+    #: restored only if each of them is restored too (by resume or the
+    #: cache): when something upstream runs again, so does this stage
+    #: (R13.3). So with ``resume=`` pass a ``Lookup`` for every stage.
+    dependencies: tuple[str, ...] = attrs.field(default=(), converter=_ids)
 
 
 @attrs.frozen
@@ -105,8 +121,18 @@ class Store(Protocol):
         graph_fingerprint: str,
         started_at: float,
         resume: str | None,
-    ) -> RunJournal: ...
+        dependencies: Mapping[str, Sequence[str]] | None = None,
+    ) -> RunJournal:
+        """Record a new run; ``dependencies`` (stage id -> its dependencies'
+        ids, in stage order) lets ``load()`` show the stages of a run that
+        died before ``finish()``. Raises ``RunNotFoundError`` /
+        ``ResumeConflictError`` (see the module docstring)."""
+        ...
 
-    def runs(self, pipeline_name: str | None = None, limit: int = 50) -> list[RunInfo]: ...
+    def runs(self, pipeline_name: str | None = None, limit: int = 50) -> list[RunInfo]:
+        """Recorded runs, newest first (of ``pipeline_name`` only, if given)."""
+        ...
 
-    def load(self, run_id: str) -> PipelineResult: ...
+    def load(self, run_id: str) -> PipelineResult:
+        """The recorded result of ``run_id`` (``RunNotFoundError`` if unknown)."""
+        ...
