@@ -13,7 +13,9 @@ trio alike) for as long as ``execute()`` runs, so Ctrl-C never surfaces as a
 3. later ones only say that cleanup is still going on.
 
 Where signals cannot be received this way (Windows), Ctrl-C stays Python's
-``KeyboardInterrupt``, and ``main()`` turns it into exit status 130.
+``KeyboardInterrupt``, and ``main()`` turns it into exit status 130. A
+process started with SIGINT ignored (``nohup``, a shell's background job)
+keeps ignoring it.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ async def _watch_sigint(
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started with SIGINT ignored (nohup, a background job): keep it so.
+        task_status.started()
+        return
     try:
         receiver = anyio.open_signal_receiver(signal.SIGINT)
         with receiver as signals:

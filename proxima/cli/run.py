@@ -79,12 +79,33 @@ def run_command(opts: RunOptions) -> int:
         print("Stopped before the run began.", file=sys.stderr)
         return EXIT_STATUS["CANCELLED"]
     _report(result, opts, store_path, human)
-    return exit_status(result)
+    status = exit_status(result)
+    _exit_now_if_threads_remain(result, status)
+    return status
 
 
 def exit_status(result: PipelineResult) -> int:
     """The exit status of a finished run (R14.2)."""
     return EXIT_STATUS.get(result.status.name, 1)
+
+
+def _exit_now_if_threads_remain(result: PipelineResult, status: int) -> None:
+    """End the process at once when worker threads outlived the run.
+
+    A thread cannot be killed (R11.5): a blocking ``def`` stage stopped at a
+    deadline or after a grace period runs on, its result discarded. Python
+    would wait for it at exit, so after Ctrl-C the command would seem to
+    hang; it says so and leaves without waiting instead.
+    """
+    leftovers = result.metadata.get("still_running")
+    if not leftovers:
+        return
+    for stage_id, what in dict(leftovers).items():
+        print(f"stage {stage_id}: {what}", file=sys.stderr)
+    print("Exiting without waiting for them.", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def read_input(input_json: str | None, input_file: Path | None) -> Any:

@@ -9,8 +9,10 @@ that does not exist is an error, never a new empty store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,9 +38,7 @@ def open_store(path: Path, *, create: bool) -> Store:
     """The SQLite store at ``path``; with ``create`` its folder and file are
     made when missing, else a missing file is a :class:`UsageError`."""
     try:
-        from proxima.data.pipeline.store import (  # type: ignore[attr-defined, unused-ignore]
-            SQLiteStore,
-        )
+        from proxima.data.pipeline.store import SQLiteStore
     except ImportError:
         raise UsageError(
             "this command needs the run store (R13), which this version of proxima does not have"
@@ -61,7 +61,8 @@ def runs_command(
     if limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     store = open_store(store_path, create=False)
-    runs = store.runs(pipeline_name=pipeline, limit=limit)
+    with _store_errors():
+        runs = store.runs(pipeline_name=pipeline, limit=limit)
     if as_json:
         print(json.dumps([attrs.asdict(run) for run in runs]))
         return 0
@@ -91,16 +92,29 @@ def report_command(run_id: str, html: Path, store_path: Path) -> int:
 
 
 def _load(store: Store, run_id: str, store_path: Path) -> PipelineResult:
-    if run_id == LATEST:
-        newest = store.runs(limit=1)
-        if not newest:
-            raise UsageError(f"no runs in {store_path}")
-        run_id = newest[0].run_id
+    with _store_errors():
+        if run_id == LATEST:
+            newest = store.runs(limit=1)
+            if not newest:
+                raise UsageError(f"no runs in {store_path}")
+            run_id = newest[0].run_id
+        try:
+            result: PipelineResult = store.load(run_id)
+        except LookupError:
+            raise UsageError(f"no run {run_id!r} in {store_path}") from None
+    return result
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """A store that cannot be read (not a store file, locked, newer format)
+    is the user's to fix: one line, exit 2."""
+    from proxima.data.pipeline import PipelineException
+
     try:
-        result: PipelineResult = store.load(run_id)
-        return result
-    except (LookupError, ValueError) as exc:
-        raise UsageError(f"no run {run_id!r} in {store_path} ({exc})") from None
+        yield
+    except PipelineException as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _table(runs: list[RunInfo]) -> str:
