@@ -39,12 +39,14 @@ def make_pipeline(
     *stages: Stage,
     retry: RetryConfig | None = None,
     timeout: TimeoutConfig | None = None,
+    pipeline_id: str | None = None,
     **config: Any,
 ) -> Pipeline:
     """A pipeline of ``stages``; no retries unless ``retry`` says otherwise,
     so a failing test fails on its first attempt."""
     pipeline = Pipeline(
-        PipelineConfig(retry=retry or NO_RETRY, timeout=timeout or TimeoutConfig(), **config)
+        PipelineConfig(retry=retry or NO_RETRY, timeout=timeout or TimeoutConfig(), **config),
+        pipeline_id=pipeline_id,
     )
     pipeline.add_stages(stages)
     return pipeline
@@ -56,7 +58,8 @@ def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stag
 
 
 def stage_of(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    """Like ``st``, with the dependencies as trailing arguments."""
+    """Like ``st``, with the dependencies as trailing arguments (kept for the
+    modules that still use it; new tests use ``st``)."""
     return Stage(stage_id=sid, name=sid.upper(), handler=handler, dependencies=deps, **kw)
 
 
@@ -86,6 +89,41 @@ async def fails(ctx: Any, _: Any) -> None:
 async def hangs(ctx: Any, _: Any) -> None:
     """Never returns; only a cancellation ends it."""
     await anyio.sleep_forever()
+
+
+def raises(exc: BaseException | type[BaseException], *args: Any) -> Any:
+    """A handler raising ``exc``: that very instance (when the test checks
+    identity), or a new instance of that type made from ``args`` per call."""
+
+    async def handler(ctx: Any, _: Any) -> None:
+        raise exc(*args) if isinstance(exc, type) else exc
+
+    return handler
+
+
+def flaky(
+    calls: list[int],
+    *,
+    failures: int = 1,
+    exc: type[Exception] = ValueError,
+    message: str = "flaky",
+    value: Any = "ok",
+) -> Any:
+    """A handler whose first ``failures`` calls raise ``exc(message)`` and
+    whose later calls return ``value``; each call appends its number to ``calls``."""
+
+    async def handler(ctx: Any, _: Any) -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) <= failures:
+            raise exc(message)
+        return value
+
+    return handler
+
+
+async def echo(ctx: Any, data: Any) -> Any:
+    """Returns its input: shows what the stage received."""
+    return data
 
 
 def returns(value: Any) -> Any:
@@ -149,7 +187,7 @@ def recording_cleanup(log: list[str], name: str) -> Callable[[PipelineContext], 
 # -- driving a run --------------------------------------------------------------------------------
 
 
-class Run:
+class Execution:
     """What a background ``execute()`` returned (None until it returned)."""
 
     def __init__(self) -> None:
@@ -163,11 +201,11 @@ class Run:
 
 
 @asynccontextmanager
-async def executing(pipeline: Pipeline, limit: float = 5) -> AsyncIterator[Run]:
+async def executing(pipeline: Pipeline, limit: float = 5) -> AsyncIterator[Execution]:
     """Run ``pipeline.execute()`` in a task group while the body acts on the
     run; the block ends when the run ended, and ``limit`` turns a hang into a
     failure."""
-    run = Run()
+    run = Execution()
 
     async def execute() -> None:
         run.result = await pipeline.execute()

@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import stage_of
+from helpers import NO_RETRY, blocks_forever, echo, fails, flaky, hangs, ok, raises, returns, st
 from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import strategies as hs
 
 from proxima.data.pipeline import (
     Pipeline,
@@ -59,9 +59,6 @@ class Concurrency:
 async def test_r2_1_dependent_starts_without_waiting_for_unrelated_sibling() -> None:
     c_started = anyio.Event()
 
-    async def a(ctx: PipelineContext, data: Any) -> str:
-        return "a"
-
     async def b(ctx: PipelineContext, data: Any) -> str:
         # An unrelated sibling that can only finish once c has started.
         await c_started.wait()
@@ -72,7 +69,7 @@ async def test_r2_1_dependent_starts_without_waiting_for_unrelated_sibling() -> 
         return f"c({data})"
 
     pipeline = Pipeline(PipelineConfig(name="r2.1", max_parallel=4))
-    pipeline.add_stages([stage_of("a", a), stage_of("b", b), stage_of("c", c, "a")])
+    pipeline.add_stages([st("a", returns("a")), st("b", b), st("c", c, ["a"])])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -86,9 +83,6 @@ async def test_r2_1_dependent_of_a_deep_branch_starts_while_other_branch_runs() 
         await leaf_started.wait()
         return "slow"
 
-    async def step(ctx: PipelineContext, data: Any) -> Any:
-        return data
-
     async def leaf(ctx: PipelineContext, data: Any) -> str:
         leaf_started.set()
         return "leaf"
@@ -96,12 +90,12 @@ async def test_r2_1_dependent_of_a_deep_branch_starts_while_other_branch_runs() 
     pipeline = Pipeline(PipelineConfig(name="r2.1-deep", max_parallel=2))
     pipeline.add_stages(
         [
-            stage_of("slow", slow_branch),
-            stage_of("s1", step),
-            stage_of("s2", step, "s1"),
-            stage_of("s3", step, "s2"),
-            stage_of("leaf", leaf, "s3"),
-            stage_of("join", step, "slow", "leaf"),
+            st("slow", slow_branch),
+            st("s1", echo),
+            st("s2", echo, ["s1"]),
+            st("s3", echo, ["s2"]),
+            st("leaf", leaf, ["s3"]),
+            st("join", echo, ["slow", "leaf"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -123,7 +117,7 @@ async def test_r2_1_ready_roots_all_start_together() -> None:
         await all_started.wait()  # deadlocks if roots are started one by one
 
     pipeline = Pipeline(PipelineConfig(name="roots", max_parallel=n))
-    pipeline.add_stages([stage_of(f"r{i}", root) for i in range(n)])
+    pipeline.add_stages([st(f"r{i}", root) for i in range(n)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -133,9 +127,9 @@ async def test_r2_1_ready_roots_all_start_together() -> None:
 async def test_r2_1_max_parallel_is_respected_and_reached(max_parallel: int) -> None:
     conc = Concurrency()
     pipeline = Pipeline(PipelineConfig(name="limit", max_parallel=max_parallel))
-    pipeline.add_stages([stage_of(f"s{i}", conc.handler(f"s{i}")) for i in range(12)])
+    pipeline.add_stages([st(f"s{i}", conc.handler(f"s{i}")) for i in range(12)])
     pipeline.add_stages(
-        [stage_of(f"d{i}", conc.handler(f"d{i}"), f"s{i}", f"s{i + 1}") for i in range(11)]
+        [st(f"d{i}", conc.handler(f"d{i}"), [f"s{i}", f"s{i + 1}"]) for i in range(11)]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
@@ -165,7 +159,7 @@ async def test_r2_1_max_parallel_holds_across_retries(strategy: RetryStrategy) -
 
     retry = RetryConfig(max_retries=1, strategy=strategy, initial_delay_seconds=0.01)
     pipeline = Pipeline(PipelineConfig(name="retry-limit", max_parallel=3, retry=retry))
-    pipeline.add_stages([stage_of(f"s{i}", flaky(f"s{i}")) for i in range(9)])
+    pipeline.add_stages([st(f"s{i}", flaky(f"s{i}")) for i in range(9)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -179,7 +173,7 @@ async def test_r2_1_parallel_stages_false_runs_exactly_one_at_a_time(max_paralle
     conc = Concurrency()
     config = PipelineConfig(name="serial", parallel_stages=False, max_parallel=max_parallel)
     pipeline = Pipeline(config)
-    pipeline.add_stages([stage_of(f"s{i}", conc.handler(f"s{i}")) for i in range(8)])
+    pipeline.add_stages([st(f"s{i}", conc.handler(f"s{i}")) for i in range(8)])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -203,9 +197,9 @@ async def test_r2_2_serial_order_is_earliest_added_topological(config: PipelineC
     pipeline = Pipeline(config)
     pipeline.add_stages(
         [
-            stage_of("a", conc.handler("a")),
-            stage_of("c", conc.handler("c"), "a"),
-            stage_of("b", conc.handler("b")),
+            st("a", conc.handler("a")),
+            st("c", conc.handler("c"), ["a"]),
+            st("b", conc.handler("b")),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -227,11 +221,11 @@ async def test_r2_2_serial_order_with_sync_handlers_and_later_added_dependency()
     pipeline = Pipeline(PipelineConfig(name="serial", parallel_stages=False))
     pipeline.add_stages(
         [
-            stage_of("d", handler("d"), "e"),
-            stage_of("a", handler("a")),
-            stage_of("c", handler("c"), "a"),
-            stage_of("e", handler("e")),
-            stage_of("b", handler("b")),
+            st("d", handler("d"), ["e"]),
+            st("a", handler("a")),
+            st("c", handler("c"), ["a"]),
+            st("e", handler("e")),
+            st("b", handler("b")),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -260,18 +254,18 @@ def _earliest_first(order: list[str], deps: dict[str, list[str]]) -> list[str]:
     return out
 
 
-@st.composite
-def dags(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
-    n = draw(st.integers(min_value=1, max_value=10))
-    ranked = draw(st.permutations([f"s{i}" for i in range(n)]))
+@hs.composite
+def dags(draw: hs.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
+    n = draw(hs.integers(min_value=1, max_value=10))
+    ranked = draw(hs.permutations([f"s{i}" for i in range(n)]))
     deps = {
-        sid: (draw(st.lists(st.sampled_from(ranked[:j]), unique=True)) if j else [])
+        sid: (draw(hs.lists(hs.sampled_from(ranked[:j]), unique=True)) if j else [])
         for j, sid in enumerate(ranked)
     }
-    return list(draw(st.permutations(ranked))), deps
+    return list(draw(hs.permutations(ranked))), deps
 
 
-@given(dag=dags(), serial=st.booleans())
+@given(dag=dags(), serial=hs.booleans())
 async def test_r2_2_property_serial_order_matches_earliest_first_kahn(
     dag: tuple[list[str], dict[str, list[str]]], serial: bool
 ) -> None:
@@ -283,7 +277,7 @@ async def test_r2_2_property_serial_order_matches_earliest_first_kahn(
         else PipelineConfig(name="p", max_parallel=1)
     )
     pipeline = Pipeline(config)
-    pipeline.add_stages([stage_of(sid, conc.handler(sid), *deps[sid]) for sid in order])
+    pipeline.add_stages([st(sid, conc.handler(sid), deps[sid]) for sid in order])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.COMPLETED
@@ -294,13 +288,11 @@ async def test_r2_2_property_serial_order_matches_earliest_first_kahn(
 
 
 async def test_r2_3_stage_waiting_out_retry_delay_does_not_hold_a_slot() -> None:
-    attempts = 0
+    attempts: list[int] = []
     seen: dict[str, StageStatus] = {}
-
-    async def flaky(ctx: PipelineContext, data: Any) -> str:
-        nonlocal attempts
-        attempts += 1
-        raise ConnectionError("first attempt fails")
+    fails_every_time = flaky(
+        attempts, failures=4, exc=ConnectionError, message="first attempt fails"
+    )
 
     # A short grace so the run ends quickly after the watcher's cancel() (the
     # stop itself is the subject of test_r4_6_r5_2_stop_during_retry_delay_...).
@@ -316,13 +308,13 @@ async def test_r2_3_stage_waiting_out_retry_delay_does_not_hold_a_slot() -> None
         max_retries=3, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30.0
     )
     pipeline.add_stages(
-        [stage_of("flaky", flaky, retry_config=long_delay), stage_of("other", other)]
+        [st("flaky", fails_every_time, retry_config=long_delay), st("other", other)]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert seen["flaky"] is StageStatus.RETRYING
     assert seen["other"] is StageStatus.RUNNING
-    assert attempts == 1
+    assert attempts == [1]
     assert result.stage_results["other"].status is StageStatus.COMPLETED
     assert result.stage_results["other"].result == "ran"
     assert result.stage_results["flaky"].status is StageStatus.CANCELLED
@@ -340,16 +332,16 @@ async def test_r4_6_r5_2_stop_during_retry_delay_does_not_wait_for_grace() -> No
         )
     )
 
-    async def flaky(ctx: PipelineContext, data: Any) -> None:
-        raise OSError("retry me")
-
     async def stopper(ctx: PipelineContext, data: Any) -> str:
         pipeline.cancel()
         return "stopped"
 
     long_delay = RetryConfig(strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30.0)
     pipeline.add_stages(
-        [stage_of("flaky", flaky, retry_config=long_delay), stage_of("stopper", stopper)]
+        [
+            st("flaky", raises(OSError, "retry me"), retry_config=long_delay),
+            st("stopper", stopper),
+        ]
     )
     with anyio.fail_after(2):  # a hang guard only: a correct run ends in milliseconds
         result = await pipeline.execute()
@@ -374,10 +366,7 @@ async def test_r2_5_stage_statuses_show_pending_queued_running_live() -> None:
         await release.wait()
         return "a"
 
-    async def plain(ctx: PipelineContext, data: Any) -> Any:
-        return data
-
-    pipeline.add_stages([stage_of("a", a), stage_of("b", plain, "a"), stage_of("c", plain)])
+    pipeline.add_stages([st("a", a), st("b", echo, ["a"]), st("c", echo)])
     outcome: dict[str, Any] = {}
 
     async def run() -> None:
@@ -402,24 +391,18 @@ async def test_r2_5_stage_statuses_show_retrying_live() -> None:
     pipeline = Pipeline(PipelineConfig(name="retrying", max_parallel=1, timeout=SHORT_GRACE))
     seen: dict[str, StageStatus] = {}
 
-    async def flaky(ctx: PipelineContext, data: Any) -> None:
-        raise OSError("try again later")
-
     async def watcher(ctx: PipelineContext, data: Any) -> None:
         seen.update(pipeline.stage_statuses())
         pipeline.cancel()
-
-    async def after(ctx: PipelineContext, data: Any) -> None:
-        return None
 
     slow_retry = RetryConfig(
         max_retries=2, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30.0
     )
     pipeline.add_stages(
         [
-            stage_of("flaky", flaky, retry_config=slow_retry),
-            stage_of("after", after, "flaky"),
-            stage_of("watcher", watcher),
+            st("flaky", raises(OSError, "try again later"), retry_config=slow_retry),
+            st("after", returns(None), ["flaky"]),
+            st("watcher", watcher),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -438,25 +421,15 @@ async def test_r2_5_stage_statuses_show_retrying_live() -> None:
 
 
 async def test_r2_5_stage_statuses_after_run_are_terminal() -> None:
-    async def ok(ctx: PipelineContext, data: Any) -> str:
-        return "ok"
-
-    async def boom(ctx: PipelineContext, data: Any) -> None:
-        raise ValueError("boom")
-
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
-    no_retry = RetryConfig(max_retries=0)
-    config = PipelineConfig(name="terminal", continue_on_error=True, retry=no_retry)
+    config = PipelineConfig(name="terminal", continue_on_error=True, retry=NO_RETRY)
     pipeline = Pipeline(config)
     pipeline.add_stages(
         [
-            stage_of("ok", ok),
-            stage_of("boom", boom),
-            stage_of("hang", hang, timeout_seconds=0.05),
-            stage_of("after_boom", ok, "boom"),
-            stage_of("after_ok", ok, "ok"),
+            st("ok", ok),
+            st("boom", fails),
+            st("hang", hangs, timeout_seconds=0.05),
+            st("after_boom", ok, ["boom"]),
+            st("after_ok", ok, ["ok"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -479,14 +452,12 @@ async def test_r2_5_stage_statuses_after_cancel_are_cancelled() -> None:
         PipelineConfig(name="cancelled", timeout=TimeoutConfig(grace_period_seconds=0))
     )
 
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    async def never(ctx: PipelineContext, data: Any) -> None:
-        raise AssertionError("must not run")
-
-    pipeline.add_stages([stage_of("hang", hang), stage_of("never", never, "hang")])
+    pipeline.add_stages(
+        [
+            st("hang", blocks_forever(started)),
+            st("never", raises(AssertionError, "must not run"), ["hang"]),
+        ]
+    )
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(pipeline.execute)
@@ -514,9 +485,7 @@ async def test_r2_4_five_thousand_stage_chain_completes() -> None:
         return int(data) + 1
 
     pipeline = Pipeline(PipelineConfig(name="chain"))
-    pipeline.add_stages(
-        [stage_of("s0", inc)] + [stage_of(f"s{i}", inc, f"s{i - 1}") for i in range(1, n)]
-    )
+    pipeline.add_stages([st("s0", inc)] + [st(f"s{i}", inc, [f"s{i - 1}"]) for i in range(1, n)])
     with anyio.fail_after(120):
         result = await pipeline.execute(initial_input=0)
     assert result.status is PipelineStatus.COMPLETED
@@ -534,8 +503,8 @@ async def test_r2_4_five_thousand_stage_wide_pipeline_completes() -> None:
         return sum(data.values())
 
     pipeline = Pipeline(PipelineConfig(name="wide"))
-    pipeline.add_stages([stage_of(f"w{i}", leaf) for i in range(n)])
-    pipeline.add_stage(stage_of("join", join, *(f"w{i}" for i in range(n))))
+    pipeline.add_stages([st(f"w{i}", leaf) for i in range(n)])
+    pipeline.add_stage(st("join", join, (f"w{i}" for i in range(n))))
     with anyio.fail_after(120):
         result = await pipeline.execute(initial_input=1)
     assert result.status is PipelineStatus.COMPLETED
