@@ -15,14 +15,22 @@ import anyio
 import anyio.lowlevel
 import attrs
 import pytest
-from helpers import executing, stage_of
+from helpers import (
+    blocks_forever,
+    executing,
+    flaky,
+    hangs,
+    make_pipeline,
+    ok,
+    raises,
+    st,
+)
 
 from proxima.data.pipeline import (
     CancellationReason,
     EventKind,
     Pipeline,
     PipelineCancelledException,
-    PipelineConfig,
     PipelineContext,
     PipelineEvent,
     PipelineResult,
@@ -41,7 +49,6 @@ pytestmark = pytest.mark.anyio
 LOGGER = "proxima.data.pipeline"
 #: Upper bound for any one test's run, so a bug fails instead of hanging.
 LIMIT = 20
-NO_RETRY = RetryConfig(strategy=RetryStrategy.NONE)
 QUEUED, STARTED, RETRYING, FINISHED = (
     EventKind.STAGE_QUEUED,
     EventKind.STAGE_STARTED,
@@ -50,12 +57,10 @@ QUEUED, STARTED, RETRYING, FINISHED = (
 )
 
 
-def _pipeline(*stages: Stage, pipeline_id: str | None = None, **config: Any) -> Pipeline:
+def _pipeline(*stages: Stage, **config: Any) -> Pipeline:
+    """A pipeline named "events" (the name its events carry), no retries."""
     config.setdefault("name", "events")
-    config.setdefault("retry", NO_RETRY)
-    pipeline = Pipeline(PipelineConfig(**config), pipeline_id=pipeline_id)
-    pipeline.add_stages(stages)
-    return pipeline
+    return make_pipeline(*stages, **config)
 
 
 async def _run(
@@ -79,21 +84,13 @@ def _kinds(events: list[PipelineEvent]) -> list[EventKind]:
     return [e.kind for e in events]
 
 
-async def _ok(ctx: PipelineContext, data: Any) -> str:
-    return "ok"
-
-
-async def _boom(ctx: PipelineContext, data: Any) -> None:
-    raise ValueError("boom")
-
-
 # -- R2.5: every state change is an event ---------------------------------------------------
 
 
 async def test_r2_5_each_state_change_is_an_event() -> None:
     pipeline = _pipeline(
-        stage_of("a", _ok),
-        stage_of("b", lambda ctx, data: f"b({data})", "a"),
+        st("a", ok),
+        st("b", lambda ctx, data: f"b({data})", ["a"]),
         pipeline_id="pid-1",
         parallel_stages=False,
     )
@@ -128,10 +125,10 @@ async def test_r2_5_each_state_change_is_an_event() -> None:
 
 async def test_r2_5_every_stage_of_a_parallel_diamond_goes_queued_started_finished() -> None:
     pipeline = _pipeline(
-        stage_of("a", _ok),
-        stage_of("b", _ok, "a"),
-        stage_of("c", _ok, "a"),
-        stage_of("d", _ok, "b", "c"),
+        st("a", ok),
+        st("b", ok, ["a"]),
+        st("c", ok, ["a"]),
+        st("d", ok, ["b", "c"]),
     )
     result, events = await _run(pipeline)
 
@@ -148,7 +145,7 @@ async def test_r2_5_every_stage_of_a_parallel_diamond_goes_queued_started_finish
 
 
 async def test_r2_5_events_are_frozen_ordered_and_carry_the_pipeline_id() -> None:
-    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"))
+    pipeline = _pipeline(st("a", ok), st("b", ok, ["a"]))
     before = time.time()
     result, events = await _run(pipeline)
     after = time.time()
@@ -175,13 +172,13 @@ async def test_r4_2_retry_event_carries_get_delay_and_the_error() -> None:
     )
     raised: list[Exception] = []
 
-    async def flaky(ctx: PipelineContext, data: Any) -> str:
+    async def fails_twice(ctx: PipelineContext, data: Any) -> str:
         if len(raised) < 2:
             raised.append(ValueError(f"boom {len(raised) + 1}"))
             raise raised[-1]
         return "done"
 
-    result, events = await _run(_pipeline(stage_of("f", flaky, retry_config=retry)))
+    result, events = await _run(_pipeline(st("f", fails_twice, retry_config=retry)))
 
     assert result.status is PipelineStatus.COMPLETED
     assert [(e.kind, e.attempt) for e in _of(events, "f")] == [
@@ -208,7 +205,7 @@ async def test_r2_5_live_status_matches_the_event_when_it_is_delivered() -> None
     ``pipeline.stage_statuses()`` while handling the event sees the same state."""
     calls = 0
 
-    def flaky(ctx: PipelineContext, data: Any) -> str:
+    def fails_once(ctx: PipelineContext, data: Any) -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -216,7 +213,7 @@ async def test_r2_5_live_status_matches_the_event_when_it_is_delivered() -> None
         return "ok"
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=0.01)
-    pipeline = _pipeline(stage_of("f", flaky, retry_config=retry), stage_of("g", _ok, "f"))
+    pipeline = _pipeline(st("f", fails_once, retry_config=retry), st("g", ok, ["f"]))
     seen: list[tuple[EventKind, Any, Any]] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -238,7 +235,7 @@ async def test_r9_1_live_run_status_matches_pause_and_resume_events() -> None:
         ctx.resume()
         return "a"
 
-    pipeline = _pipeline(stage_of("a", pauses))
+    pipeline = _pipeline(st("a", pauses))
     seen: list[tuple[EventKind, Any, Any]] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -265,7 +262,7 @@ async def test_r4_4_timed_out_attempt_retry_event_carries_the_timeout() -> None:
         return "done"
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
-    stage = stage_of("t", slow_once, timeout_seconds=0.02, retry_config=retry)
+    stage = st("t", slow_once, timeout_seconds=0.02, retry_config=retry)
     result, events = await _run(_pipeline(stage))
 
     assert result.status is PipelineStatus.COMPLETED
@@ -278,13 +275,10 @@ async def test_r4_4_timed_out_attempt_retry_event_carries_the_timeout() -> None:
 
 
 async def test_r4_5_failed_and_timed_out_stages_finish_with_their_error() -> None:
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
     pipeline = _pipeline(
-        stage_of("bad", _boom),
-        stage_of("slow", hang, timeout_seconds=0.02),
-        stage_of("fine", _ok),
+        st("bad", raises(ValueError, "boom")),
+        st("slow", hangs, timeout_seconds=0.02),
+        st("fine", ok),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -303,10 +297,10 @@ async def test_r4_5_failed_and_timed_out_stages_finish_with_their_error() -> Non
 
 async def test_r6_2_skipped_stage_gets_a_finished_event() -> None:
     pipeline = _pipeline(
-        stage_of("bad", _boom),
-        stage_of("after", _ok, "bad"),
-        stage_of("later", _ok, "after"),
-        stage_of("other", _ok),
+        st("bad", raises(ValueError, "boom")),
+        st("after", ok, ["bad"]),
+        st("later", ok, ["after"]),
+        st("other", ok),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -330,13 +324,9 @@ async def test_r6_2_skipped_stage_gets_a_finished_event() -> None:
 async def test_r5_1_stop_emits_stop_requested_with_the_first_reason() -> None:
     started = anyio.Event()
 
-    async def waits(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     pipeline = _pipeline(
-        stage_of("a", waits),
-        stage_of("b", _ok, "a"),
+        st("a", blocks_forever(started)),
+        st("b", ok, ["a"]),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
     events: list[PipelineEvent] = []
@@ -366,7 +356,7 @@ async def test_r5_1_stage_raising_cancelled_emits_stop_requested() -> None:
     async def stops(ctx: PipelineContext, data: Any) -> None:
         raise PipelineCancelledException(CancellationReason.USER_REQUESTED)
 
-    result, events = await _run(_pipeline(stage_of("s", stops)))
+    result, events = await _run(_pipeline(st("s", stops)))
 
     assert result.status is PipelineStatus.CANCELLED
     (stop,) = [e for e in events if e.kind is EventKind.STOP_REQUESTED]
@@ -376,11 +366,8 @@ async def test_r5_1_stage_raising_cancelled_emits_stop_requested() -> None:
 
 
 async def test_r5_5_pipeline_timeout_emits_stop_requested_timeout() -> None:
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
     timeout = TimeoutConfig(pipeline_timeout_seconds=0.05, grace_period_seconds=0)
-    result, events = await _run(_pipeline(stage_of("h", hang), timeout=timeout))
+    result, events = await _run(_pipeline(st("h", hangs), timeout=timeout))
 
     assert result.status is PipelineStatus.FAILED
     (stop,) = [e for e in events if e.kind is EventKind.STOP_REQUESTED]
@@ -389,12 +376,9 @@ async def test_r5_5_pipeline_timeout_emits_stop_requested_timeout() -> None:
 
 
 async def test_r6_1_stopping_failure_emits_stop_requested_error() -> None:
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
     pipeline = _pipeline(
-        stage_of("bad", _boom),
-        stage_of("hang", hang),
+        st("bad", raises(ValueError, "boom")),
+        st("hang", hangs),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
     result, events = await _run(pipeline)
@@ -411,12 +395,10 @@ async def test_r5_6_external_cancel_emits_stop_requested_external() -> None:
     like every other stop, with reason EXTERNAL, before cleanup and the end."""
     started = anyio.Event()
 
-    async def waits(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     cleaned: list[str] = []
-    pipeline = _pipeline(stage_of("a", waits, cleanup_handler=lambda ctx: cleaned.append("a")))
+    pipeline = _pipeline(
+        st("a", blocks_forever(started), cleanup_handler=lambda ctx: cleaned.append("a"))
+    )
     events: list[PipelineEvent] = []
     pipeline.add_listener(events.append)
     with anyio.fail_after(LIMIT):
@@ -450,9 +432,9 @@ async def test_r5_4_cleanup_emits_cleanup_finished_with_error_text() -> None:
         return "b done"
 
     pipeline = _pipeline(
-        stage_of("a", _ok, cleanup_handler=clean_a),
-        stage_of("b", stop_then_finish, "a", cleanup_handler=clean_b),
-        stage_of("c", _ok, "b", cleanup_handler=lambda ctx: cleaned.append("c")),
+        st("a", ok, cleanup_handler=clean_a),
+        st("b", stop_then_finish, ["a"], cleanup_handler=clean_b),
+        st("c", ok, ["b"], cleanup_handler=lambda ctx: cleaned.append("c")),
     )
     result, events = await _run(pipeline)
 
@@ -475,7 +457,7 @@ async def test_r5_4_cleanup_emits_cleanup_finished_with_error_text() -> None:
 
 async def test_r5_4_no_cleanup_event_after_a_normal_finish() -> None:
     cleaned: list[str] = []
-    pipeline = _pipeline(stage_of("a", _ok, cleanup_handler=lambda ctx: cleaned.append("a")))
+    pipeline = _pipeline(st("a", ok, cleanup_handler=lambda ctx: cleaned.append("a")))
     result, events = await _run(pipeline)
 
     assert result.status is PipelineStatus.COMPLETED
@@ -495,7 +477,7 @@ async def test_r9_1_pause_and_resume_are_events() -> None:
         ctx.pause()  # a second pause changes nothing
         return "a"
 
-    pipeline = _pipeline(stage_of("a", pauses), stage_of("b", _ok, "a"))
+    pipeline = _pipeline(st("a", pauses), st("b", ok, ["a"]))
     events: list[PipelineEvent] = []
 
     def listener(event: PipelineEvent) -> None:
@@ -531,7 +513,7 @@ async def test_r9_1_pause_and_resume_are_events() -> None:
 
 async def test_listeners_are_called_in_order_for_every_event() -> None:
     calls: list[tuple[str, EventKind]] = []
-    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"))
+    pipeline = _pipeline(st("a", ok), st("b", ok, ["a"]))
     pipeline.add_listener(lambda e: calls.append(("first", e.kind)))
     pipeline.add_listener(lambda e: calls.append(("second", e.kind)))
     with anyio.fail_after(LIMIT):
@@ -549,9 +531,9 @@ async def test_a_raising_listener_is_logged_and_never_breaks_the_run(
 
     def build() -> Pipeline:
         return _pipeline(
-            stage_of("a", lambda ctx, data: data + 1),
-            stage_of("b", lambda ctx, data: data * 10, "a"),
-            stage_of("bad", _boom, critical=False),
+            st("a", lambda ctx, data: data + 1),
+            st("b", lambda ctx, data: data * 10, ["a"]),
+            st("bad", raises(ValueError, "boom"), critical=False),
         )
 
     with anyio.fail_after(LIMIT):
@@ -581,7 +563,7 @@ async def test_a_raising_listener_is_logged_and_never_breaks_the_run(
 async def test_remove_listener_stops_the_calls() -> None:
     kept: list[PipelineEvent] = []
     removed: list[PipelineEvent] = []
-    pipeline = _pipeline(stage_of("a", _ok))
+    pipeline = _pipeline(st("a", ok))
     pipeline.add_listener(kept.append)
     pipeline.add_listener(removed.append)
     pipeline.remove_listener(removed.append)
@@ -606,7 +588,7 @@ async def test_remove_listener_stops_the_calls() -> None:
 
 async def test_add_listener_rejects_a_non_callable() -> None:
     with pytest.raises(TypeError):
-        _pipeline(stage_of("a", _ok)).add_listener("nope")  # type: ignore[arg-type]
+        _pipeline(st("a", ok)).add_listener("nope")  # type: ignore[arg-type]
 
 
 async def test_listener_added_during_a_run_gets_the_rest(
@@ -623,7 +605,7 @@ async def test_listener_added_during_a_run_gets_the_rest(
         await gate.wait()
         return "a"
 
-    pipeline = _pipeline(stage_of("a", a), stage_of("b", _ok, "a"))
+    pipeline = _pipeline(st("a", a), st("b", ok, ["a"]))
     late: list[PipelineEvent] = []
     async with executing(pipeline, limit=LIMIT):
         await started.wait()
@@ -643,7 +625,9 @@ async def test_listener_added_during_a_run_gets_the_rest(
 
 
 async def test_events_stream_yields_the_run_and_ends_after_run_finished() -> None:
-    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"), stage_of("c", _boom, "b"))
+    pipeline = _pipeline(
+        st("a", ok), st("b", ok, ["a"]), st("c", raises(ValueError, "boom"), ["b"])
+    )
     listened: list[PipelineEvent] = []
     pipeline.add_listener(listened.append)
     streamed: list[PipelineEvent] = []
@@ -672,7 +656,7 @@ async def test_events_stream_yields_the_run_and_ends_after_run_finished() -> Non
 
 
 async def test_events_stream_ends_after_one_run() -> None:
-    pipeline = _pipeline(stage_of("a", _ok))
+    pipeline = _pipeline(st("a", ok))
     with anyio.fail_after(LIMIT):
         async with pipeline.events() as stream:
             first = await pipeline.execute()
@@ -683,7 +667,7 @@ async def test_events_stream_ends_after_one_run() -> None:
 
 
 async def test_events_stream_rejects_a_bad_buffer_size() -> None:
-    pipeline = _pipeline(stage_of("a", _ok))
+    pipeline = _pipeline(st("a", ok))
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_buffer"):
             async with pipeline.events(max_buffer=bad):  # type: ignore[arg-type]
@@ -691,7 +675,7 @@ async def test_events_stream_rejects_a_bad_buffer_size() -> None:
 
 
 async def test_events_stream_slow_consumer_drops_oldest_and_never_blocks_the_run() -> None:
-    chain = [stage_of("s0", _ok)] + [stage_of(f"s{i}", _ok, f"s{i - 1}") for i in range(1, 8)]
+    chain = [st("s0", ok)] + [st(f"s{i}", ok, [f"s{i - 1}"]) for i in range(1, 8)]
     pipeline = _pipeline(*chain)
     listened: list[PipelineEvent] = []
     pipeline.add_listener(listened.append)
@@ -737,7 +721,7 @@ async def test_events_stream_entered_during_a_run_gets_the_rest() -> None:
         await gate.wait()
         return "a"
 
-    pipeline = _pipeline(stage_of("a", a))
+    pipeline = _pipeline(st("a", a))
     got: list[PipelineEvent] = []
     async with executing(pipeline, limit=LIMIT):
         await started.wait()
@@ -770,25 +754,15 @@ def _expected_level(event: PipelineEvent) -> int:
 
 async def _mixed_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]:
     """A run with every stage ending: completed, retried, failed, timed out, skipped."""
-    calls = 0
-
-    async def flaky(ctx: PipelineContext, data: Any) -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KeyError("once")
-        return "ok"
-
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
+    once = flaky([], exc=KeyError, message="once")
 
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
     pipeline = _pipeline(
-        stage_of("ok", _ok),
-        stage_of("flaky", flaky, retry_config=retry),
-        stage_of("bad", _boom),
-        stage_of("slow", hang, timeout_seconds=0.02),
-        stage_of("skipped", _ok, "bad"),
+        st("ok", ok),
+        st("flaky", once, retry_config=retry),
+        st("bad", raises(ValueError, "boom")),
+        st("slow", hangs, timeout_seconds=0.02),
+        st("skipped", ok, ["bad"]),
         continue_on_error=True,
     )
     result, events = await _run(pipeline)
@@ -810,9 +784,9 @@ async def _stopped_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]
         raise OSError("disk gone")
 
     pipeline = _pipeline(
-        stage_of("p", pause_and_resume, cleanup_handler=lambda ctx: None),
-        stage_of("stop", stops, "p", cleanup_handler=bad_cleanup),
-        stage_of("never", _ok, "stop"),
+        st("p", pause_and_resume, cleanup_handler=lambda ctx: None),
+        st("stop", stops, ["p"], cleanup_handler=bad_cleanup),
+        st("never", ok, ["stop"]),
     )
     result, events = await _run(pipeline)
     return pipeline, result, events
@@ -891,7 +865,7 @@ async def test_r10_2_normal_path_events_not_built_without_listener_or_debug(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counter = _Counter(monkeypatch)
-    pipeline = _pipeline(stage_of("a", _ok), stage_of("b", _ok, "a"), stage_of("c", _ok, "b"))
+    pipeline = _pipeline(st("a", ok), st("b", ok, ["a"]), st("c", ok, ["b"]))
 
     caplog.set_level(logging.INFO, logger=LOGGER)
     with anyio.fail_after(LIMIT):
@@ -900,19 +874,11 @@ async def test_r10_2_normal_path_events_not_built_without_listener_or_debug(
     assert counter.kinds == [EventKind.RUN_STARTED, EventKind.RUN_FINISHED]
 
     # The rare ones are always built: here a retry.
-    calls = 0
-
-    async def flaky(ctx: PipelineContext, data: Any) -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise ValueError("once")
-        return "ok"
-
+    once = flaky([], message="once")
     retry = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
     counter.kinds.clear()
     with anyio.fail_after(LIMIT):
-        await _pipeline(stage_of("f", flaky, retry_config=retry)).execute()
+        await _pipeline(st("f", once, retry_config=retry)).execute()
     assert counter.kinds == [EventKind.RUN_STARTED, RETRYING, EventKind.RUN_FINISHED]
 
     # DEBUG on: everything is built (and logged).
@@ -935,17 +901,10 @@ async def test_r10_2_normal_path_events_not_built_without_listener_or_debug(
 
 
 async def test_r7_6_metrics_queue_wait_retry_delay_and_attempts() -> None:
-    calls = 0
-
-    async def flaky(ctx: PipelineContext, data: Any) -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise ValueError("first")
-        return "ok"
+    first = flaky([], message="first")
 
     retry = RetryConfig(max_retries=2, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=0.02)
-    result, _ = await _run(_pipeline(stage_of("f", flaky, retry_config=retry)))
+    result, _ = await _run(_pipeline(st("f", first, retry_config=retry)))
 
     metrics = result.stage_results["f"].metrics
     # The time actually waited: the 20 ms delay, give or take timer slack.
@@ -972,7 +931,7 @@ async def test_r7_6_queue_wait_counts_the_wait_for_a_slot() -> None:
         await anyio.sleep(0.05)
         return "a"
 
-    pipeline = _pipeline(stage_of("a", slowish), stage_of("b", _ok), parallel_stages=False)
+    pipeline = _pipeline(st("a", slowish), st("b", ok), parallel_stages=False)
     result, _ = await _run(pipeline)
 
     # b was ready from the start but had to wait for a's slot.
@@ -981,23 +940,18 @@ async def test_r7_6_queue_wait_counts_the_wait_for_a_slot() -> None:
 
 
 async def test_r7_6_attempt_outcomes_timed_out_and_cancelled() -> None:
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
     def stops(ctx: PipelineContext, data: Any) -> None:
         ctx.cancel()
 
-    result, _ = await _run(_pipeline(stage_of("slow", hang, timeout_seconds=0.02)))
+    result, _ = await _run(_pipeline(st("slow", hangs, timeout_seconds=0.02)))
     assert [a["outcome"] for a in result.stage_results["slow"].metrics["attempts"]] == ["timed_out"]
 
     started = anyio.Event()
 
-    async def waits(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     pipeline = _pipeline(
-        stage_of("w", waits), stage_of("s", stops), timeout=TimeoutConfig(grace_period_seconds=0)
+        st("w", blocks_forever(started)),
+        st("s", stops),
+        timeout=TimeoutConfig(grace_period_seconds=0),
     )
     result, _ = await _run(pipeline)
     assert result.status is PipelineStatus.CANCELLED
@@ -1022,7 +976,7 @@ async def test_r7_6_record_metric_lands_in_the_calling_stage() -> None:
             ctx.record_metric("", 1)
         return "b"
 
-    result, _ = await _run(_pipeline(stage_of("a", a), stage_of("b", b)))
+    result, _ = await _run(_pipeline(st("a", a), st("b", b)))
 
     assert result.status is PipelineStatus.COMPLETED, result.summary()
     assert result.stage_results["a"].metrics["rows"] == 43
@@ -1037,5 +991,5 @@ async def test_r7_6_no_library_metrics_without_collect_metrics() -> None:
         ctx.record_metric("rows", 1)
         return "a"
 
-    result, _ = await _run(_pipeline(stage_of("a", a), collect_metrics=False))
+    result, _ = await _run(_pipeline(st("a", a), collect_metrics=False))
     assert result.stage_results["a"].metrics == {"rows": 1}
