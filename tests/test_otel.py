@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is not installed")
 
+from helpers import NO_RETRY, blocks_forever, flaky, hangs, make_pipeline, ok, raises, st
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -34,7 +35,6 @@ from proxima.data.pipeline import (
 pytestmark = pytest.mark.anyio
 
 LIMIT = 20
-NO_RETRY = RetryConfig(strategy=RetryStrategy.NONE)
 ONE_RETRY = RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE)
 
 
@@ -50,16 +50,11 @@ def provider(exporter: InMemorySpanExporter) -> TracerProvider:
     return provider
 
 
-def _stage(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:
-    return Stage(stage_id=sid, name=sid, handler=handler, dependencies=deps, **kw)
-
-
 async def _run(
     provider: TracerProvider, *stages: Stage, **config: Any
 ) -> tuple[Pipeline, PipelineResult]:
     config.setdefault("name", "otel")
-    config.setdefault("retry", NO_RETRY)
-    pipeline = Pipeline(PipelineConfig(**config)).add_stages(stages)
+    pipeline = make_pipeline(*stages, **config)
     pipeline.add_listener(OpenTelemetryListener(provider))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
@@ -81,31 +76,14 @@ def _key(span: ReadableSpan) -> tuple[Any, Any, Any]:
     return a["proxima.stage_id"], a["proxima.attempt"], a["proxima.outcome"]
 
 
-def _ok(ctx: PipelineContext, data: Any) -> str:
-    return "ok"
-
-
-def _boom(ctx: PipelineContext, data: Any) -> None:
-    raise ValueError("boom")
-
-
 async def test_otel_one_run_span_and_one_child_span_per_attempt(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    calls = 0
-
-    def flaky(ctx: PipelineContext, data: Any) -> str:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KeyError("first")
-        return "ok"
-
     pipeline, result = await _run(
         provider,
-        _stage("a", _ok),
-        _stage("b", flaky, "a", retry_config=ONE_RETRY),
-        _stage("c", _ok, "b"),
+        st("a", ok),
+        st("b", flaky([], exc=KeyError, message="first"), ["a"], retry_config=ONE_RETRY),
+        st("c", ok, ["b"]),
     )
     assert result.status is PipelineStatus.COMPLETED
     run, attempts = _split(exporter)
@@ -147,7 +125,9 @@ async def test_otel_one_run_span_and_one_child_span_per_attempt(
 async def test_otel_failed_run_is_error_with_the_stop_as_span_event(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    _, result = await _run(provider, _stage("bad", _boom), _stage("after", _ok, "bad"))
+    _, result = await _run(
+        provider, st("bad", raises(ValueError, "boom")), st("after", ok, ["bad"])
+    )
     assert result.status is PipelineStatus.FAILED
     assert result.stage_results["after"].status is StageStatus.SKIPPED
     run, attempts = _split(exporter)
@@ -171,7 +151,9 @@ async def test_otel_failed_run_is_error_with_the_stop_as_span_event(
 async def test_otel_partially_completed_run_is_not_ok(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    _, result = await _run(provider, _stage("a", _ok), _stage("opt", _boom, critical=False))
+    _, result = await _run(
+        provider, st("a", ok), st("opt", raises(ValueError, "boom"), critical=False)
+    )
     assert result.status is PipelineStatus.PARTIALLY_COMPLETED
     run, attempts = _split(exporter)
     assert run.status.status_code is StatusCode.ERROR
@@ -181,11 +163,8 @@ async def test_otel_partially_completed_run_is_not_ok(
 async def test_otel_timed_out_attempts(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    async def hang(ctx: PipelineContext, data: Any) -> None:
-        await anyio.sleep_forever()
-
     _, result = await _run(
-        provider, _stage("slow", hang, timeout_seconds=0.02, retry_config=ONE_RETRY)
+        provider, st("slow", hangs, timeout_seconds=0.02, retry_config=ONE_RETRY)
     )
     assert result.stage_results["slow"].status is StageStatus.TIMED_OUT
     run, attempts = _split(exporter)
@@ -199,17 +178,15 @@ async def test_otel_stop_with_cleanup(
 ) -> None:
     started = anyio.Event()
 
-    async def waits(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     def bad_cleanup(ctx: PipelineContext) -> None:
         raise RuntimeError("cleanup broke")
 
     pipeline = Pipeline(
         PipelineConfig(name="otel", retry=NO_RETRY, timeout=TimeoutConfig(grace_period_seconds=0))
     )
-    pipeline.add_stages([_stage("w", waits, cleanup_handler=bad_cleanup), _stage("n", _ok, "w")])
+    pipeline.add_stages(
+        [st("w", blocks_forever(started), cleanup_handler=bad_cleanup), st("n", ok, ["w"])]
+    )
     pipeline.add_listener(OpenTelemetryListener(provider))
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg:
@@ -238,7 +215,7 @@ async def test_otel_stop_with_cleanup(
 async def test_otel_each_run_is_its_own_trace(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    pipeline = Pipeline(PipelineConfig(name="otel")).add_stages([_stage("a", _ok)])
+    pipeline = Pipeline(PipelineConfig(name="otel")).add_stages([st("a", ok)])
     pipeline.add_listener(OpenTelemetryListener(provider))
     with anyio.fail_after(LIMIT):
         await pipeline.execute()
