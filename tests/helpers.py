@@ -52,9 +52,18 @@ def make_pipeline(
     return pipeline
 
 
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    """A stage named after its id (upper case), so specs stay one short line."""
-    return Stage(stage_id=stage_id, name=stage_id.upper(), handler=handler, dependencies=deps, **kw)
+def st(
+    stage_id: str, handler: Any, deps: Iterable[str] = (), *, name: str | None = None, **kw: Any
+) -> Stage:
+    """A stage named after its id (upper case, unless ``name`` is given), so
+    specs stay one short line."""
+    return Stage(
+        stage_id=stage_id,
+        name=stage_id.upper() if name is None else name,
+        handler=handler,
+        dependencies=deps,
+        **kw,
+    )
 
 
 def stage_of(sid: str, handler: Any, *deps: str, **kw: Any) -> Stage:

@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import make_pipeline, ok, raises, st
 
 from proxima.data.pipeline import (
     Pipeline,
-    PipelineConfig,
     PipelineContext,
     PipelineResult,
     PipelineStatus,
@@ -31,27 +31,17 @@ from proxima.data.pipeline import (
 pytestmark = pytest.mark.anyio
 
 LIMIT = 20
-NO_RETRY = RetryConfig(strategy=RetryStrategy.NONE)
 
 
-def _ok(ctx: PipelineContext, data: Any) -> str:
-    return "ok"
-
-
-def _boom(ctx: PipelineContext, data: Any) -> None:
-    raise ValueError("boom")
-
-
-def _stage(sid: str, handler: Any = _ok, *deps: str, name: str | None = None, **kw: Any) -> Stage:
-    return Stage(
-        stage_id=sid, name=sid if name is None else name, handler=handler, dependencies=deps, **kw
-    )
+def _stage(sid: str, handler: Any = ok, *deps: str, name: str | None = None, **kw: Any) -> Stage:
+    """A stage labelled with its id unless ``name`` is given: the pictures
+    show labels, and the assertions read best when labels are the ids."""
+    return st(sid, handler, deps, name=sid if name is None else name, **kw)
 
 
 def _pipeline(*stages: Stage, **config: Any) -> Pipeline:
     config.setdefault("name", "render")
-    config.setdefault("retry", NO_RETRY)
-    return Pipeline(PipelineConfig(**config)).add_stages(stages)
+    return make_pipeline(*stages, **config)
 
 
 class Elements(HTMLParser):
@@ -109,10 +99,10 @@ class Elements(HTMLParser):
 def _known_dag() -> Pipeline:
     # Added out of order on purpose: a dependency may come after its dependent.
     return _pipeline(
-        _stage("join", _ok, "load", "b", name="Join"),
+        _stage("join", ok, "load", "b", name="Join"),
         _stage("load", name="Load"),
         _stage("b"),
-        _stage("out", _ok, "join"),
+        _stage("out", ok, "join"),
     )
 
 
@@ -132,7 +122,7 @@ def test_to_mermaid_known_dag_exact_nodes_and_edges() -> None:
 def test_to_mermaid_escapes_quotes_and_html_in_labels() -> None:
     pipeline = _pipeline(
         _stage("q", name='Say "hi" <b>&</b>'),
-        _stage('id"x', _ok, "q"),
+        _stage('id"x', ok, "q"),
     )
     text = pipeline.to_mermaid()
     assert text == (
@@ -169,7 +159,7 @@ def test_to_dot_known_dag_exact_nodes_and_edges() -> None:
 def test_to_dot_escapes_quotes_in_ids_labels_and_title() -> None:
     pipeline = _pipeline(
         _stage("q", name='Say "hi"'),
-        _stage('id"x', _ok, "q"),
+        _stage('id"x', ok, "q"),
         name='my "dag"',
     )
     assert pipeline.to_dot() == (
@@ -199,7 +189,7 @@ def test_to_dot_escapes_backslashes_in_labels() -> None:
 
 
 def test_pictures_validate_the_graph_first() -> None:
-    pipeline = _pipeline(_stage("a", _ok, "missing"))
+    pipeline = _pipeline(_stage("a", ok, "missing"))
     with pytest.raises(PipelineValidationError, match="missing"):
         pipeline.to_mermaid()
     with pytest.raises(PipelineValidationError, match="missing"):
@@ -217,9 +207,9 @@ async def _execute(pipeline: Pipeline, initial: Any = None) -> PipelineResult:
 async def test_result_to_mermaid_colours_nodes_by_final_status() -> None:
     pipeline = _pipeline(
         _stage("a"),
-        _stage("bad", _boom),
-        _stage("after", _ok, "bad"),
-        _stage("c", _ok, "a"),
+        _stage("bad", raises(ValueError, "boom")),
+        _stage("after", ok, "bad"),
+        _stage("c", ok, "a"),
         continue_on_error=True,
     )
     result = await _execute(pipeline)
@@ -251,7 +241,7 @@ async def test_result_to_mermaid_of_a_cancelled_run() -> None:
         ctx.cancel()
         return "stopped"
 
-    pipeline = _pipeline(_stage("a", stops), _stage("b", _ok, "a"))
+    pipeline = _pipeline(_stage("a", stops), _stage("b", ok, "a"))
     result = await _execute(pipeline)
     lines = result.to_mermaid().splitlines()
     assert "    class s0 completed" in lines
@@ -291,7 +281,7 @@ async def _retry_and_stop_with_cleanup() -> PipelineResult:
         _stage("a", a, name="Load", cleanup_handler=clean_a),
         _stage("b", b, "a", name="Flaky", retry_config=retry, cleanup_handler=clean_b),
         _stage("c", c, "b", name="Stopper"),
-        _stage("d", _ok, "c", name="Never"),
+        _stage("d", ok, "c", name="Never"),
         name="report",
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
@@ -444,8 +434,8 @@ async def test_result_to_html_escapes_stage_text() -> None:
 async def test_result_to_html_without_metrics_draws_one_bar_per_started_stage() -> None:
     pipeline = _pipeline(
         _stage("a"),
-        _stage("bad", _boom),
-        _stage("after", _ok, "bad"),
+        _stage("bad", raises(ValueError, "boom")),
+        _stage("after", ok, "bad"),
         collect_metrics=False,
         continue_on_error=True,
     )
@@ -474,8 +464,8 @@ async def test_r7_3_to_dict_includes_dependencies_and_passes_json_dumps() -> Non
     pipeline = _pipeline(
         _stage("load", lambda ctx, data: marker),
         _stage("b"),
-        _stage("join", _ok, "load", "b"),
-        _stage("bad", _boom, "join"),
+        _stage("join", ok, "load", "b"),
+        _stage("bad", raises(ValueError, "boom"), "join"),
         continue_on_error=True,
     )
     result = await _execute(pipeline)
