@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("rich", reason="rich is not installed")
 
 import anyio.lowlevel
+from helpers import NO_RETRY, blocks_forever, ok, raises
 from rich.console import Console
 
 from proxima.data.pipeline import (
@@ -61,14 +62,6 @@ def _final_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def _ok(ctx: PipelineContext, data: Any) -> str:
-    return "ok"
-
-
-def _boom(ctx: PipelineContext, data: Any) -> None:
-    raise ValueError("boom")
-
-
 def _mixed_pipeline() -> Pipeline:
     calls = 0
 
@@ -83,13 +76,13 @@ def _mixed_pipeline() -> Pipeline:
     pipeline = Pipeline(
         PipelineConfig(
             name="progress-demo",
-            retry=RetryConfig(strategy=RetryStrategy.NONE),
+            retry=NO_RETRY,
             continue_on_error=True,
         )
     )
     return pipeline.add_stages(
         [
-            Stage("extract_rows", "Extract", _ok),
+            Stage("extract_rows", "Extract", ok),
             Stage(
                 "flaky_step",
                 "Flaky",
@@ -97,8 +90,8 @@ def _mixed_pipeline() -> Pipeline:
                 ["extract_rows"],
                 retry_config=RetryConfig(max_retries=1, strategy=RetryStrategy.IMMEDIATE),
             ),
-            Stage("bad_stage", "Bad", _boom, critical=False),
-            Stage("skipped_one", "Skipped", _ok, ["bad_stage"], critical=False),
+            Stage("bad_stage", "Bad", raises(ValueError, "boom"), critical=False),
+            Stage("skipped_one", "Skipped", ok, ["bad_stage"], critical=False),
         ]
     )
 
@@ -173,15 +166,14 @@ async def test_rich_progress_as_a_plain_listener_and_a_cancelled_run() -> None:
     console, out = _plain()
     started = anyio.Event()
 
-    async def waits(ctx: PipelineContext, data: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     pipeline = Pipeline(
         PipelineConfig(name="stopped", timeout=TimeoutConfig(grace_period_seconds=0))
     )
     pipeline.add_stages(
-        [Stage("waiting_stage", "W", waits), Stage("later_stage", "L", _ok, ["waiting_stage"])]
+        [
+            Stage("waiting_stage", "W", blocks_forever(started)),
+            Stage("later_stage", "L", ok, ["waiting_stage"]),
+        ]
     )
     progress = RichProgress(console=console)
     pipeline.add_listener(progress)
@@ -206,7 +198,7 @@ async def test_rich_progress_max_rows_keeps_the_table_short() -> None:
     ids = [f"step_{i:02d}" for i in range(12)]
     pipeline = Pipeline(PipelineConfig(name="long"))
     pipeline.add_stages(
-        [Stage(sid, sid, _ok, [ids[i - 1]] if i else []) for i, sid in enumerate(ids)]
+        [Stage(sid, sid, ok, [ids[i - 1]] if i else []) for i, sid in enumerate(ids)]
     )
     with RichProgress(pipeline, console=console, max_rows=4):
         await _execute(pipeline)
