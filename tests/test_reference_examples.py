@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import hangs, make_pipeline, ok, raises
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -455,25 +456,13 @@ def test_reference_create_stage_example() -> None:
 # The reference catches these around `await pipeline.execute()`; a run only
 # raises on request (R7.4), so the examples pass raise_on_failure=True.
 
-NO_RETRY = RetryConfig(strategy=RetryStrategy.NONE)
-
 
 def _pipeline(*stages: Stage, **config: Any) -> Pipeline:
-    pipeline = Pipeline(PipelineConfig(name="examples", retry=NO_RETRY, **config))
-    pipeline.add_stages(stages)
-    return pipeline
+    return make_pipeline(*stages, name="examples", **config)
 
 
-async def _fails(ctx: Any, _: Any) -> None:
-    raise ValueError("bad data")
-
-
-async def _hangs(ctx: Any, _: Any) -> None:
-    await anyio.sleep_forever()
-
-
-async def _ok(ctx: Any, _: Any) -> str:
-    return "ok"
+#: The handler of the exception examples' failing stage.
+_fails = raises(ValueError, "bad data")
 
 
 async def test_reference_pipeline_exception_example() -> None:
@@ -488,7 +477,7 @@ async def test_reference_pipeline_exception_example() -> None:
 
 
 async def test_reference_stage_timeout_exception_example() -> None:
-    pipeline = _pipeline(Stage(stage_id="slow", name="Slow", handler=_hangs, timeout_seconds=0.05))
+    pipeline = _pipeline(Stage(stage_id="slow", name="Slow", handler=hangs, timeout_seconds=0.05))
     messages: list[str] = []
     with anyio.fail_after(5):
         try:
@@ -500,7 +489,7 @@ async def test_reference_stage_timeout_exception_example() -> None:
 
 async def test_reference_pipeline_timeout_exception_example() -> None:
     pipeline = _pipeline(
-        Stage(stage_id="slow", name="Slow", handler=_hangs),
+        Stage(stage_id="slow", name="Slow", handler=hangs),
         timeout=TimeoutConfig(
             pipeline_timeout_seconds=0.05, stage_timeout_seconds=None, grace_period_seconds=0
         ),
@@ -546,7 +535,7 @@ async def test_reference_dependency_failed_exception_example() -> None:
     # A critical stage that only ended SKIPPED (its optional dependency failed).
     pipeline = _pipeline(
         Stage(stage_id="enrich", name="Enrich", handler=_fails, critical=False),
-        Stage(stage_id="publish", name="Publish", handler=_ok, dependencies=["enrich"]),
+        Stage(stage_id="publish", name="Publish", handler=ok, dependencies=["enrich"]),
     )
     messages: list[str] = []
     try:
