@@ -23,7 +23,6 @@ from proxima.data.pipeline import (
     PipelineConfig,
     PipelineContext,
     PipelineStatus,
-    RetryConfig,
     Stage,
     StageStatus,
     TimeoutConfig,
@@ -32,7 +31,7 @@ from proxima.data.pipeline import (
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from helpers import executing, stage_of
+from helpers import NO_RETRY, executing, st
 
 pytestmark = pytest.mark.anyio
 
@@ -59,8 +58,6 @@ ASYNCIO_ONLY = pytest.mark.parametrize(
 )
 TRIO_ONLY = pytest.mark.parametrize("anyio_backend", [pytest.param(("trio", {}), id="trio")])
 
-NO_RETRY = RetryConfig(max_retries=0)
-
 
 class Blocking:
     """A pipeline whose stages block until cancelled, with cleanup tracking."""
@@ -75,13 +72,13 @@ class Blocking:
         self.pipeline = Pipeline(PipelineConfig(**config))
         for i in range(n):
             self.pipeline.add_stage(
-                stage_of(
+                st(
                     f"s{i}",
                     self._handler(f"s{i}"),
                     cleanup_handler=self._cleanup(f"s{i}", cleanup_raises),
                 )
             )
-        self.pipeline.add_stage(stage_of("after", self._handler("after"), "s0"))
+        self.pipeline.add_stage(st("after", self._handler("after"), ["s0"]))
 
     def _handler(self, sid: str) -> Any:
         async def run(ctx: PipelineContext, data: Any) -> None:
@@ -171,9 +168,7 @@ async def test_r1_1_execute_works_unchanged_on_every_backend(backend_name: str) 
         await anyio.lowlevel.checkpoint()
         return f"{data}+"
 
-    pipeline = Pipeline().add_stages(
-        [stage_of("a", which), stage_of("b", which, "a"), stage_of("c", which, "a")]
-    )
+    pipeline = Pipeline().add_stages([st("a", which), st("b", which, ["a"]), st("c", which, ["a"])])
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input="x")
     assert result.status is PipelineStatus.COMPLETED
@@ -186,9 +181,7 @@ async def test_r1_1_execute_works_unchanged_on_every_backend(backend_name: str) 
 
 @ASYNCIO_ONLY
 async def test_r1_2_asyncio_create_task_runs_the_pipeline() -> None:
-    pipeline = Pipeline().add_stages(
-        [stage_of("a", _value_stage), stage_of("b", _value_stage, "a")]
-    )
+    pipeline = Pipeline().add_stages([st("a", _value_stage), st("b", _value_stage, ["a"])])
     task = asyncio.create_task(pipeline.execute(initial_input=42))
     with anyio.fail_after(LIMIT):
         result = await task
@@ -212,7 +205,7 @@ async def test_r1_2_asyncio_task_cancel_propagates_and_records_external() -> Non
 
 @ASYNCIO_ONLY
 async def test_r1_2_asyncio_wait_for_returns_result_in_time() -> None:
-    pipeline = Pipeline().add_stage(stage_of("a", _value_stage))
+    pipeline = Pipeline().add_stage(st("a", _value_stage))
     result = await asyncio.wait_for(pipeline.execute(initial_input="ok"), LIMIT)
     assert result.status is PipelineStatus.COMPLETED
     assert result.stage_results["a"].result == "ok"
@@ -242,10 +235,10 @@ async def test_r1_2_asyncio_gather_runs_different_pipelines_concurrently() -> No
         await first_ran.wait()
         return "second"
 
-    p1 = Pipeline(PipelineConfig(name="one")).add_stage(stage_of("x", first))
-    p2 = Pipeline(PipelineConfig(name="two")).add_stage(stage_of("x", second))
+    p1 = Pipeline(PipelineConfig(name="one")).add_stage(st("x", first))
+    p2 = Pipeline(PipelineConfig(name="two")).add_stage(st("x", second))
     p3 = Pipeline(PipelineConfig(name="three")).add_stages(
-        [stage_of("x", _value_stage), stage_of("y", _value_stage, "x")]
+        [st("x", _value_stage), st("y", _value_stage, ["x"])]
     )
     with anyio.fail_after(LIMIT):
         r1, r2, r3 = await asyncio.gather(p1.execute(), p2.execute(), p3.execute(initial_input=3))
@@ -278,8 +271,8 @@ async def test_r1_2_trio_nursery_runs_several_pipelines_concurrently() -> None:
         await first_ran.wait()
         return "second"
 
-    p1 = Pipeline(PipelineConfig(name="one")).add_stage(stage_of("x", first))
-    p2 = Pipeline(PipelineConfig(name="two")).add_stage(stage_of("x", second))
+    p1 = Pipeline(PipelineConfig(name="one")).add_stage(st("x", first))
+    p2 = Pipeline(PipelineConfig(name="two")).add_stage(st("x", second))
 
     async def run(key: str, pipeline: Pipeline) -> None:
         results[key] = await pipeline.execute()
@@ -343,9 +336,7 @@ def _sync_pipeline(seen: list[str]) -> Pipeline:
         await anyio.lowlevel.checkpoint()
         return data
 
-    return Pipeline(PipelineConfig(name="sync")).add_stages(
-        [stage_of("a", which), stage_of("b", which, "a")]
-    )
+    return Pipeline(PipelineConfig(name="sync")).add_stages([st("a", which), st("b", which, ["a"])])
 
 
 def test_r1_3_run_sync_defaults_to_asyncio() -> None:
@@ -402,7 +393,7 @@ def _barrier_failing_stages(n: int, exc_types: list[type[Exception]]) -> list[St
 
         return run
 
-    return [stage_of(f"f{i}", handler(i)) for i in range(n)]
+    return [st(f"f{i}", handler(i)) for i in range(n)]
 
 
 @pytest.mark.parametrize("continue_on_error", [False, True])
@@ -416,7 +407,7 @@ async def test_r1_4_many_stages_failing_at_once_give_a_result(continue_on_error:
     )
     pipeline = Pipeline(config)
     pipeline.add_stages(_barrier_failing_stages(n, [ValueError, KeyError, OSError]))
-    pipeline.add_stage(stage_of("after", _value_stage, "f0", "f1"))
+    pipeline.add_stage(st("after", _value_stage, ["f0", "f1"]))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()
     assert result.status is PipelineStatus.FAILED
@@ -491,7 +482,7 @@ async def test_r1_4_base_exception_in_stage_is_reraised_as_itself(
         await blk.all_started.wait()
         raise exc_type("stop everything")
 
-    blk.pipeline.add_stage(stage_of("fatal", fatal))
+    blk.pipeline.add_stage(st("fatal", fatal))
     with anyio.fail_after(LIMIT):
         with pytest.raises(BaseException) as info:  # noqa: PT011 - the exact type is checked
             await blk.pipeline.execute()
@@ -518,7 +509,7 @@ async def test_r1_4_two_base_exceptions_at_once_raise_one_not_a_group() -> None:
         raise Fatal("both at once")
 
     pipeline = Pipeline(PipelineConfig(name="two-fatal", max_parallel=2))
-    pipeline.add_stages([stage_of("x", fatal), stage_of("y", fatal)])
+    pipeline.add_stages([st("x", fatal), st("y", fatal)])
     with anyio.fail_after(LIMIT):
         with pytest.raises(BaseException) as info:  # noqa: PT011 - the exact type is checked
             await pipeline.execute()
