@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
-from helpers import finished, hangs, make_pipeline, returns, stop_when
+from helpers import blocks_forever, finished, hangs, make_pipeline, raises, returns, st, stop_when
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -40,19 +40,6 @@ S = StageStatus
 IMMEDIATE = RetryStrategy.IMMEDIATE
 
 
-def st(stage_id: str, handler: Any, deps: Iterable[str] = (), **kw: Any) -> Stage:
-    return Stage(
-        stage_id=stage_id, name=f"Stage {stage_id}", handler=handler, dependencies=deps, **kw
-    )
-
-
-def raises(exc: BaseException) -> Any:
-    async def handler(ctx: Any, _: Any) -> None:
-        raise exc
-
-    return handler
-
-
 class Opaque:
     """A result value json cannot encode."""
 
@@ -80,7 +67,7 @@ async def test_r7_1_a_stage_result_for_every_stage_in_insertion_order_whatever_h
     for sid, stage_result in result.stage_results.items():
         assert isinstance(stage_result, StageResult)
         assert stage_result.stage_id == sid
-        assert stage_result.stage_name == f"Stage {sid}"
+        assert stage_result.stage_name == sid.upper()
     assert {sid: r.status for sid, r in result.stage_results.items()} == {
         "skipped_child": S.SKIPPED,
         "done": S.COMPLETED,
@@ -93,15 +80,11 @@ async def test_r7_1_a_stage_result_for_every_stage_in_insertion_order_whatever_h
 async def test_r7_1_every_stage_present_after_the_callers_cancellation() -> None:
     started = anyio.Event()
 
-    async def blocks(ctx: Any, _: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     pipeline = make_pipeline(
         st("c", returns(3), ["b"]),
-        st("a", blocks),
+        st("a", blocks_forever(started)),
         st("b", returns(2), ["a"]),
-        st("d", blocks),
+        st("d", blocks_forever(started)),
     )
     with anyio.fail_after(5), anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
@@ -572,16 +555,12 @@ async def test_r7_6_attempts_list_records_each_attempt_and_its_outcome() -> None
 async def test_r7_6_attempt_cut_by_a_stop_has_outcome_cancelled() -> None:
     started = anyio.Event()
 
-    async def blocks(ctx: Any, _: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     async def raises_cancelled(ctx: Any, _: Any) -> None:
         await started.wait()
         raise PipelineCancelledException(CancellationReason.USER_REQUESTED)
 
     pipeline = make_pipeline(
-        st("blocked", blocks),
+        st("blocked", blocks_forever(started)),
         st("self_stop", raises_cancelled),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
