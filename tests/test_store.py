@@ -1144,6 +1144,30 @@ def test_r13_3_code_version_sees_defaults_closures_and_partials() -> None:
     assert code_version(functools.partial(base, factor=2)) != code_version(base)
 
 
+def test_r13_3_state_a_handler_closes_over_does_not_change_its_version() -> None:
+    """A list that collects results, a mutable default: by type only."""
+
+    def make(calls: list[str]) -> Callable[[Any, Any], Any]:
+        def h(ctx: Any, data: Any, seen: dict[str, int] | None = None) -> Any:
+            calls.append("h")
+            return data
+
+        return h
+
+    calls: list[str] = []
+    before = code_version(make(calls))
+    calls.extend(["run 1", "run 2"])
+    assert code_version(make(calls)) == before
+
+    def cached(ctx: Any, data: Any, memo: dict[str, int] = {}) -> Any:  # noqa: B006
+        memo[str(data)] = 1
+        return data
+
+    before = code_version(cached)
+    cached(None, 1)
+    assert code_version(cached) == before
+
+
 def test_r13_3_code_version_unwraps_decorators_and_reads_callable_objects() -> None:
     def logged(func: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(func)

@@ -22,8 +22,11 @@ downstream of it on resume):
   name, its arguments, ``async``;
 - the same for every function and lambda defined inside it;
 - its default arguments, the values it closes over, the arguments bound
-  by ``functools.partial`` (each by its fingerprint; one that cannot be
-  fingerprinted counts by its type only);
+  by ``functools.partial``: each immutable one (numbers, strings, enums,
+  tuples and frozensets of those, frozen attrs/dataclass instances...) by
+  its fingerprint, a function by its code, anything else (a list or dict, a
+  client, a mutable default) by its type only, so a list that collects
+  results does not change the version as it grows;
 - its qualified name and module; the class of a callable object or the
   instance of a bound method (by type, not by its attributes);
 - the Python minor version (bytecode differs between them).
@@ -431,19 +434,65 @@ def _feed_loose_all(hasher: _Hasher, tag: bytes, values: Iterable[Any], active: 
 
 def _feed_loose(hasher: _Hasher, value: Any, active: set[int]) -> None:
     """A value bound to code (a default, a closure cell, a partial's
-    argument): by fingerprint where it has one, a function by its code, and
-    anything else by its type only (documented)."""
+    argument): a function by its code, an immutable value by its
+    fingerprint, anything else (a list that collects results, a client, a
+    mutable default) by its type only, so state that changes from run to
+    run does not change the version (documented)."""
     if isinstance(value, (types.FunctionType, functools.partial)):
         hasher.update(b"(")
         _feed_callable(hasher, value, active)
         hasher.update(b")")
         return
-    try:
-        digest = _digest(value, "value", set())
-    except (TypeError, RecursionError):
-        _put_str(hasher, b"?", _type_path(type(value)))
+    if _immutable(value, 0):
+        try:
+            digest = _digest(value, "value", set())
+        except (TypeError, RecursionError):
+            pass
+        else:
+            hasher.update(b"=" + digest)
+            return
+    _put_str(hasher, b"?", _type_path(type(value)))
+
+
+_IMMUTABLE_SCALARS = (type(None), bool, int, float, complex, str, bytes, range, enum.Enum)
+_IMMUTABLE_VALUES = (
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    pathlib.PurePath,
+)
+
+
+#: What attrs puts as ``__setattr__`` of a frozen class (attrs has no public
+#: "is frozen" test; without it, attrs instances count as mutable).
+_ATTRS_FROZEN = getattr(getattr(attrs, "_make", None), "_frozen_setattrs", None) or getattr(
+    sys.modules.get("attr._make"), "_frozen_setattrs", None
+)
+
+
+def _immutable(value: Any, depth: int) -> bool:
+    """Whether ``value`` cannot change after it was made (as far as we tell)."""
+    if depth > 50:
+        return False
+    if isinstance(value, (*_IMMUTABLE_SCALARS, *_IMMUTABLE_VALUES)):
+        return True
+    if isinstance(value, (tuple, frozenset)):
+        return all(_immutable(item, depth + 1) for item in value)
+    cls = type(value)
+    if attrs.has(cls):
+        frozen = _ATTRS_FROZEN is not None and getattr(cls, "__setattr__", None) is _ATTRS_FROZEN
+        names = [f.name for f in attrs.fields(cls)]
+    elif dataclasses.is_dataclass(value):
+        frozen = bool(
+            getattr(cls, "__dataclass_params__", None) and cls.__dataclass_params__.frozen
+        )
+        names = [f.name for f in dataclasses.fields(value)]
     else:
-        hasher.update(b"=" + digest)
+        return False
+    return frozen and all(_immutable(getattr(value, n), depth + 1) for n in names)
 
 
 # -- stage keys -----------------------------------------------------------------------------------

@@ -530,6 +530,8 @@ class SQLiteStore:
         resume: str | None,
         dependencies: Mapping[str, Sequence[str]] | None = None,
     ) -> Journal:
+        """Record a new run (see :class:`Store`); raises ``RunNotFoundError`` or
+        ``ResumeConflictError`` for a ``resume=`` that cannot be taken."""
         check_begin_args(run_id, pipeline_name, graph_fingerprint, started_at, resume)
         row = begin_row(
             run_id=run_id,
