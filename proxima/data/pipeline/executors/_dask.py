@@ -58,7 +58,8 @@ class DaskExecutor:
             (``LocalCluster(processes=True)``, ``dask worker``).
         **cluster_kwargs: with neither ``address`` nor ``client``, a
             ``distributed.LocalCluster(**cluster_kwargs)`` is started for the
-            run and closed when it ends.
+            run and closed when it ends (its dashboard on any free port,
+            unless ``dashboard_address`` says otherwise).
 
     Needs the ``dask`` extra (``pip install 'proxima[dask]'``).
     """
@@ -148,8 +149,11 @@ def _connect(executor: DaskExecutor, owned: list[Any]) -> Any:
 
     # A worker that dies under a task fails the attempt at once (R11.6):
     # the pipeline's retry config decides what happens next, not Dask's.
+    # Any free port for the dashboard: two runs (or a test session's
+    # clusters) never fight over 8787, which Dask only warns about.
+    options = {"dashboard_address": ":0", **executor.cluster_kwargs}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(**executor.cluster_kwargs)
+        cluster = distributed.LocalCluster(**options)
     owned.append(cluster)
     client = distributed.Client(cluster)
     owned.append(client)
