@@ -23,7 +23,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
-from helpers import executing
+from helpers import NO_RETRY, executing
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -126,7 +126,7 @@ class Track:
 
 
 def make(track_stages: Iterable[Stage], **config: Any) -> Pipeline:
-    config.setdefault("retry", RetryConfig(strategy=RetryStrategy.NONE))
+    config.setdefault("retry", NO_RETRY)
     config.setdefault("timeout", TimeoutConfig(grace_period_seconds=0.01))
     pipeline = Pipeline(PipelineConfig(name="adversarial", **config))
     pipeline.add_stages(track_stages)

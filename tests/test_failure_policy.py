@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import fails, hangs, make_pipeline, ok, st, statuses
+from helpers import blocks_forever, fails, hangs, make_pipeline, ok, st, statuses
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -116,13 +116,9 @@ async def test_r6_1_critical_failure_stops_running_stages_after_the_grace_period
         await running.wait()
         raise ValueError("critical failure")
 
-    async def runs_until_cancelled(ctx: Any, _: Any) -> None:
-        running.set()
-        await anyio.sleep_forever()
-
     pipeline = make_pipeline(
         st("bad", fails_once_other_runs),
-        st("other", runs_until_cancelled),
+        st("other", blocks_forever(running)),
         timeout=TimeoutConfig(grace_period_seconds=0.05),
     )
     with anyio.fail_after(5):

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+from helpers import NO_RETRY
 
 from proxima.data.pipeline import (
     Pipeline,
@@ -84,7 +85,7 @@ def build_result() -> PipelineResult:
     pipeline = Pipeline(
         PipelineConfig(
             name="nightly-etl",
-            retry=RetryConfig(strategy=RetryStrategy.NONE),
+            retry=NO_RETRY,
             timeout=TimeoutConfig(grace_period_seconds=0.02),
         )
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import executing, fails, make_pipeline, ok, st
+from helpers import blocks_forever, executing, fails, make_pipeline, ok, st
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -272,10 +272,6 @@ async def test_r10_2_logs_under_the_library_logger_and_never_prints(
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     started = anyio.Event()
 
-    async def blocks(ctx: Any, _: Any) -> None:
-        started.set()
-        await anyio.sleep_forever()
-
     async def broken_cleanup(ctx: PipelineContext) -> None:
         raise RuntimeError("cleanup broke")
 
@@ -288,7 +284,7 @@ async def test_r10_2_logs_under_the_library_logger_and_never_prints(
     await keep_going.execute()
 
     stopped = make_pipeline(
-        st("blocking", blocks, cleanup_handler=broken_cleanup),
+        st("blocking", blocks_forever(started), cleanup_handler=broken_cleanup),
         timeout=TimeoutConfig(grace_period_seconds=0),
     )
     with anyio.fail_after(5):

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import raises
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -80,16 +81,13 @@ async def test_regression_r4_6_r7_6_stop_during_retry_delay_counts_only_time_wai
 
     pipeline = PipelineBuilder("delay-stop").with_parallel(max_parallel=1)
 
-    async def flaky(ctx: PipelineContext, _: Any) -> None:
-        raise OSError("down")
-
     async def other(ctx: PipelineContext, _: Any) -> None:
         ctx.cancel()  # runs while flaky waits out its delay
 
     retry = RetryConfig(strategy=RetryStrategy.CONSTANT, initial_delay_seconds=30)
     built = (
         pipeline.with_timeout(grace_period=None)
-        .add_stage(Stage("flaky", "F", flaky, retry_config=retry))
+        .add_stage(Stage("flaky", "F", raises(OSError, "down"), retry_config=retry))
         .add_stage("other", "O", other)
         .build()
     )

@@ -9,7 +9,17 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import blocks_forever, finished, hangs, make_pipeline, raises, returns, st, stop_when
+from helpers import (
+    NO_RETRY,
+    blocks_forever,
+    finished,
+    hangs,
+    make_pipeline,
+    raises,
+    returns,
+    st,
+    stop_when,
+)
 
 from proxima.data.pipeline import (
     CancellationReason,
@@ -200,9 +210,7 @@ async def test_r7_3_to_dict_survives_metadata_with_cleanup_errors_and_metrics() 
 
 
 async def test_r7_3_summary_is_a_readable_multi_line_report() -> None:
-    pipeline = Pipeline(
-        PipelineConfig(name="etl", retry=RetryConfig(strategy=RetryStrategy.NONE))
-    ).add_stages(
+    pipeline = Pipeline(PipelineConfig(name="etl", retry=NO_RETRY)).add_stages(
         [
             st("load", returns(1)),
             st("transform", raises(ValueError("bad row 7")), ["load"], critical=False),
