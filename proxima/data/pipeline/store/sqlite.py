@@ -117,6 +117,12 @@ _STAGE_READ = _STAGE_COLUMNS.replace(
 )
 
 
+_INSERT_STAGE = (
+    f"INSERT OR REPLACE INTO stage_results ({_STAGE_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _run_row(r: tuple[Any, ...]) -> RunRow:
     return RunRow(
         run_id=r[0],
@@ -277,32 +283,32 @@ class _SQLiteTables:
         return [_stage_row(r) for r in rows]
 
     def put_stage_rows(self, rows: Sequence[StageRow]) -> None:
-        self.conn.executemany(
-            f"INSERT OR REPLACE INTO stage_results ({_STAGE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.run_id,
-                    r.stage_id,
-                    r.stage_name,
-                    r.key,
-                    r.status,
-                    r.value,
-                    r.signature,
-                    r.codec,
-                    r.attempt_count,
-                    r.error,
-                    r.exception,
-                    r.start_time,
-                    r.end_time,
-                    r.metrics,
-                    int(r.critical),
-                    r.restored_from,
-                    r.created_at,
-                )
-                for r in rows
-            ],
-        )
+        values = [
+            (
+                r.run_id,
+                r.stage_id,
+                r.stage_name,
+                r.key,
+                r.status,
+                r.value,
+                r.signature,
+                r.codec,
+                r.attempt_count,
+                r.error,
+                r.exception,
+                r.start_time,
+                r.end_time,
+                r.metrics,
+                int(r.critical),
+                r.restored_from,
+                r.created_at,
+            )
+            for r in rows
+        ]
+        if len(values) == 1:
+            self.conn.execute(_INSERT_STAGE, values[0])
+        else:
+            self.conn.executemany(_INSERT_STAGE, values)
 
     def delete_run(self, run_id: str) -> bool:
         with self.transaction():
@@ -317,7 +323,9 @@ class _Write:
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
-    turn: anyio.Event = attrs.field(factory=anyio.Event)
+    #: Set when the write is done or it is this writer's turn to flush;
+    #: made only when the writer has to wait.
+    turn: anyio.Event | None = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -426,11 +434,10 @@ class SQLiteStore:
                 if self._conn is None:
                     self._conn = self._connect()
                 tables = _SQLiteTables(self._conn)
-                if len(batch) == 1:  # alone: its own transaction, no savepoint
+                if len(batch) == 1:  # alone: its writes make their own transaction
                     write = batch[0]
                     try:
-                        with tables.transaction():
-                            write.result = write.fn(tables, *write.args)
+                        write.result = write.fn(tables, *write.args)
                     except Exception as exc:
                         write.error = exc
                 else:
@@ -466,6 +473,7 @@ class SQLiteStore:
         # stage is recorded.
         with anyio.CancelScope(shield=True):
             if queue.flushing:
+                write.turn = anyio.Event()
                 await write.turn.wait()
             if not write.done:
                 await self._flush(queue, write)
@@ -486,9 +494,12 @@ class SQLiteStore:
         finally:
             for write in batch:
                 write.done = True
-                write.turn.set()
+                if write.turn is not None:
+                    write.turn.set()
             if queue.pending:  # hand over: the first waiting writer flushes next
-                queue.pending[0].turn.set()
+                turn = queue.pending[0].turn
+                assert turn is not None  # it found the queue flushing, so it waits
+                turn.set()
             else:
                 queue.flushing = False
         assert mine.done
