@@ -118,13 +118,14 @@ def flaky(
     message: str = "flaky",
     value: Any = "ok",
 ) -> Any:
-    """A handler whose first ``failures`` calls raise ``exc(message)`` and
-    whose later calls return ``value``; each call appends its number to ``calls``."""
+    """A handler whose first ``failures`` calls raise ``exc(message)`` (``{n}``
+    in it is the call's number) and whose later calls return ``value``; each
+    call appends its number to ``calls``."""
 
     async def handler(ctx: Any, _: Any) -> Any:
         calls.append(len(calls) + 1)
         if len(calls) <= failures:
-            raise exc(message)
+            raise exc(message.format(n=len(calls)))
         return value
 
     return handler

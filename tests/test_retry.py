@@ -7,14 +7,13 @@ from typing import Any
 
 import anyio
 import pytest
-from helpers import executing, finished, make_pipeline, stop_when
+from helpers import executing, finished, flaky, make_pipeline, st, stop_when
 
 from proxima.data.pipeline import (
     CancellationReason,
     PipelineStatus,
     RetryConfig,
     RetryStrategy,
-    Stage,
     StageStatus,
     StageTimeoutException,
     TimeoutConfig,
@@ -42,18 +41,6 @@ def failing_handler(calls: list[BaseException], *excs: BaseException) -> Any:
     return handler
 
 
-def flaky_handler(fail_times: int, value: Any = "ok") -> tuple[Any, list[int]]:
-    calls: list[int] = []
-
-    async def handler(ctx: Any, _: Any) -> Any:
-        calls.append(len(calls) + 1)
-        if len(calls) <= fail_times:
-            raise ConnectionError(f"attempt {len(calls)}")
-        return value
-
-    return handler, calls
-
-
 # -- R4.1 effective retry config ------------------------------------------------------------------
 
 
@@ -61,7 +48,7 @@ async def test_r4_1_at_most_one_plus_max_retries_attempts() -> None:
     calls: list[BaseException] = []
     handler = failing_handler(calls, ValueError("nope"))
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=handler),
+        st("s", handler),
         retry=RetryConfig(max_retries=2, strategy=IMMEDIATE),
     )
     result = await pipeline.execute()
@@ -71,9 +58,10 @@ async def test_r4_1_at_most_one_plus_max_retries_attempts() -> None:
 
 
 async def test_r4_1_success_on_a_later_attempt_completes_the_stage() -> None:
-    handler, calls = flaky_handler(fail_times=2, value=42)
+    calls: list[int] = []
+    handler = flaky(calls, failures=2, exc=ConnectionError, message="attempt {n}", value=42)
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=handler),
+        st("s", handler),
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE),
     )
     result = await pipeline.execute()
@@ -89,17 +77,17 @@ async def test_r4_1_stage_retry_config_overrides_pipeline_retry() -> None:
     more: list[BaseException] = []
     fewer: list[BaseException] = []
     pipeline = make_pipeline(
-        Stage(
-            stage_id="more",
+        st(
+            "more",
+            failing_handler(more, ValueError("x")),
             name="More",
-            handler=failing_handler(more, ValueError("x")),
             retry_config=RetryConfig(max_retries=3, strategy=IMMEDIATE),
             critical=False,
         ),
-        Stage(
-            stage_id="fewer",
+        st(
+            "fewer",
+            failing_handler(fewer, ValueError("y")),
             name="Fewer",
-            handler=failing_handler(fewer, ValueError("y")),
             retry_config=RetryConfig(max_retries=0, strategy=IMMEDIATE),
             critical=False,
         ),
@@ -115,7 +103,7 @@ async def test_r4_1_stage_retry_config_overrides_pipeline_retry() -> None:
 async def test_r4_1_pipeline_retry_applies_when_stage_has_none() -> None:
     calls: list[BaseException] = []
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler(calls, ValueError("x"))),
+        st("s", failing_handler(calls, ValueError("x"))),
         retry=RetryConfig(max_retries=1, strategy=IMMEDIATE),
     )
     result = await pipeline.execute()
@@ -128,10 +116,9 @@ async def test_r4_1_strategy_none_means_one_attempt_whatever_max_retries(where: 
     calls: list[BaseException] = []
     none = RetryConfig(max_retries=5, strategy=RetryStrategy.NONE, initial_delay_seconds=0)
     pipeline = make_pipeline(
-        Stage(
-            stage_id="s",
-            name="S",
-            handler=failing_handler(calls, ValueError("x")),
+        st(
+            "s",
+            failing_handler(calls, ValueError("x")),
             retry_config=none if where == "stage" else None,
         ),
         retry=none if where == "pipeline" else RetryConfig(max_retries=5, strategy=IMMEDIATE),
@@ -158,7 +145,7 @@ async def test_r4_3_retry_on_exceptions_filters_by_type_including_subclasses(
 ) -> None:
     calls: list[BaseException] = []
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler(calls, raised)),
+        st("s", failing_handler(calls, raised)),
         retry=RetryConfig(max_retries=2, strategy=IMMEDIATE, retry_on_exceptions=(OSError,)),
     )
     result = await pipeline.execute()
@@ -170,7 +157,7 @@ async def test_r4_3_retry_on_exceptions_filters_by_type_including_subclasses(
 async def test_r4_3_retry_on_exceptions_none_retries_any_exception() -> None:
     calls: list[BaseException] = []
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler(calls, LookupError("x"))),
+        st("s", failing_handler(calls, LookupError("x"))),
         retry=RetryConfig(max_retries=2, strategy=IMMEDIATE, retry_on_exceptions=None),
     )
     result = await pipeline.execute()
@@ -182,7 +169,7 @@ async def test_r4_3_base_exceptions_are_never_retried() -> None:
     calls: list[BaseException] = []
     boom = Boom("not an Exception")
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler(calls, boom)),
+        st("s", failing_handler(calls, boom)),
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE, retry_on_exceptions=(BaseException,)),
     )
     with pytest.raises(Boom) as excinfo:
@@ -208,7 +195,7 @@ async def test_r4_4_stage_timeout_is_a_hard_deadline_that_cancels_the_handler() 
             events.append("cancelled")
             raise
 
-    pipeline = make_pipeline(Stage(stage_id="s", name="S", handler=hangs, timeout_seconds=0.1))
+    pipeline = make_pipeline(st("s", hangs, timeout_seconds=0.1))
     started = time.perf_counter()
     with anyio.fail_after(5):
         result = await pipeline.execute()
@@ -229,7 +216,7 @@ async def test_r4_4_stage_timeout_applies_to_each_attempt_separately() -> None:
         return "second attempt"
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=slow_then_quick, timeout_seconds=0.2),
+        st("s", slow_then_quick, timeout_seconds=0.2),
         retry=RetryConfig(max_retries=1, strategy=IMMEDIATE),
     )
     with anyio.fail_after(5):
@@ -251,12 +238,7 @@ async def test_r4_4_effective_stage_timeout_resolution(
     stage_timeout: float | None, config_timeout: float, effective: float
 ) -> None:
     pipeline = make_pipeline(
-        Stage(
-            stage_id="s",
-            name="S",
-            handler=lambda ctx, _: anyio.sleep_forever(),
-            timeout_seconds=stage_timeout,
-        ),
+        st("s", lambda ctx, _: anyio.sleep_forever(), timeout_seconds=stage_timeout),
         timeout=TimeoutConfig(stage_timeout_seconds=config_timeout),
     )
     with anyio.fail_after(5):
@@ -273,7 +255,7 @@ async def test_r4_4_stage_timeout_overrides_even_a_shorter_pipeline_default() ->
         return "done"
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=takes_a_while, timeout_seconds=30.0),
+        st("s", takes_a_while, timeout_seconds=30.0),
         timeout=TimeoutConfig(stage_timeout_seconds=0.05),
     )
     result = await pipeline.execute()
@@ -287,7 +269,7 @@ async def test_r4_4_none_stage_timeout_means_no_limit() -> None:
         return "done"
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=takes_a_while, timeout_seconds=None),
+        st("s", takes_a_while, timeout_seconds=None),
         timeout=TimeoutConfig(stage_timeout_seconds=None),
     )
     result = await pipeline.execute()
@@ -316,7 +298,7 @@ async def test_r4_4_timeouts_are_retried_only_with_retry_on_timeout(
         await anyio.sleep_forever()
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=hangs, timeout_seconds=0.05),
+        st("s", hangs, timeout_seconds=0.05),
         retry=RetryConfig(
             max_retries=2,
             strategy=IMMEDIATE,
@@ -337,7 +319,7 @@ async def test_r4_4_timeouts_are_retried_only_with_retry_on_timeout(
 async def test_r4_5_failed_stage_keeps_the_original_exception_unwrapped() -> None:
     original = KeyError("missing-key")
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler([], original)),
+        st("s", failing_handler([], original)),
     )
     result = await pipeline.execute()
     stage = result.stage_results["s"]
@@ -353,7 +335,7 @@ async def test_r4_5_failed_stage_keeps_the_last_attempts_exception() -> None:
     calls: list[BaseException] = []
     first, second = ValueError("first"), RuntimeError("second")
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler(calls, first, second)),
+        st("s", failing_handler(calls, first, second)),
         retry=RetryConfig(max_retries=1, strategy=IMMEDIATE),
     )
     result = await pipeline.execute()
@@ -367,7 +349,7 @@ async def test_r4_5_failed_stage_keeps_the_last_attempts_exception() -> None:
 async def test_r4_5_handler_raising_timeout_error_itself_is_failed_not_timed_out() -> None:
     own = TimeoutError("the handler's own timeout")
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=failing_handler([], own), timeout_seconds=30.0),
+        st("s", failing_handler([], own), timeout_seconds=30.0),
         retry=RetryConfig(max_retries=1, strategy=IMMEDIATE, retry_on_timeout=False),
     )
     result = await pipeline.execute()
@@ -379,12 +361,7 @@ async def test_r4_5_handler_raising_timeout_error_itself_is_failed_not_timed_out
 
 async def test_r4_5_timed_out_stage_has_stage_timeout_exception() -> None:
     pipeline = make_pipeline(
-        Stage(
-            stage_id="slow",
-            name="Slow",
-            handler=lambda ctx, _: anyio.sleep_forever(),
-            timeout_seconds=0.05,
-        ),
+        st("slow", lambda ctx, _: anyio.sleep_forever(), name="Slow", timeout_seconds=0.05),
         retry=RetryConfig(max_retries=1, strategy=IMMEDIATE),
     )
     with anyio.fail_after(5):
@@ -418,17 +395,16 @@ async def test_r4_6_stop_during_retry_delay_ends_the_stage_at_once_as_cancelled(
         raise RuntimeError("critical failure")
 
     stages = [
-        Stage(
-            stage_id="s",
-            name="S",
-            handler=fails,
+        st(
+            "s",
+            fails,
             retry_config=RetryConfig(
                 max_retries=3, strategy=RetryStrategy.CONSTANT, initial_delay_seconds=10.0
             ),
         )
     ]
     if trigger == "critical_failure":
-        stages.append(Stage(stage_id="k", name="K", handler=fails_after_the_other))
+        stages.append(st("k", fails_after_the_other))
     pipeline = make_pipeline(*stages, timeout=TimeoutConfig(grace_period_seconds=1.0))
 
     stopped_at: list[float] = []
@@ -459,7 +435,7 @@ async def test_r4_6_attempt_failing_after_a_stop_began_is_not_retried() -> None:
         raise ValueError("failed during the grace period")
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=fails_when_told),
+        st("s", fails_when_told),
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE),
         timeout=TimeoutConfig(grace_period_seconds=2.0),
     )
@@ -483,7 +459,7 @@ async def test_r4_6_attempt_timing_out_after_a_stop_began_is_not_retried() -> No
         await anyio.sleep_forever()
 
     pipeline = make_pipeline(
-        Stage(stage_id="s", name="S", handler=hangs, timeout_seconds=0.1),
+        st("s", hangs, timeout_seconds=0.1),
         retry=RetryConfig(max_retries=3, strategy=IMMEDIATE, retry_on_timeout=True),
         timeout=TimeoutConfig(grace_period_seconds=3.0),
     )
