@@ -63,6 +63,7 @@ from proxima.data.pipeline.store import (
     stage_keys,
     stage_version,
 )
+from proxima.data.pipeline.store.keys import lookups_for
 
 pytestmark = pytest.mark.anyio
 
@@ -1246,6 +1247,19 @@ def test_r13_4_an_unfingerprintable_input_names_the_stage() -> None:
     assert info.value.stage_id == "load"
     assert isinstance(info.value, TypeError)
     assert isinstance(info.value, PipelineException)
+
+
+def test_r13_3_lookups_for_asks_for_every_stage_on_resume_and_cached_ones_otherwise() -> None:
+    stages = [_st("a", _h1), _st("b", _h1, "a", cache=True, cache_expiration=60.0)]
+    keys = stage_keys(stages, None, 1)
+    assert lookups_for(stages, keys, resume=True) == [
+        Lookup("a", keys["a"], resume=True, cache=False),
+        Lookup("b", keys["b"], resume=True, cache=True, max_age=60.0, dependencies=("a",)),
+    ]
+    assert lookups_for(stages, keys, resume=False) == [
+        Lookup("b", keys["b"], resume=False, cache=True, max_age=60.0, dependencies=("a",))
+    ]
+    assert lookups_for(stages, {}, resume=True) == []
 
 
 def test_graph_fingerprint_follows_the_shape_only() -> None:

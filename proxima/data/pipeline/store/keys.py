@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._errors import UnfingerprintableError
+from .base import Lookup
 
 if TYPE_CHECKING:
     from .._model.stage import Stage
@@ -67,6 +68,7 @@ __all__ = [
     "code_version",
     "fingerprint",
     "graph_fingerprint",
+    "lookups_for",
     "register_fingerprint",
     "stage_keys",
     "stage_version",
@@ -601,3 +603,24 @@ def graph_fingerprint(
         for j in d:
             _put_str(hasher, b"d", stages[j].stage_id)
     return hasher.hexdigest()
+
+
+def lookups_for(stages: Sequence[Stage], keys: Mapping[str, str], *, resume: bool) -> list[Lookup]:
+    """What a run asks ``journal.lookup()`` for: with ``resume``, every
+    stage (with its dependencies, so that a stage is restored only when
+    everything upstream is); otherwise the ``cache=True`` stages only. Empty
+    without keys (the input could not be fingerprinted)."""
+    if not keys:
+        return []
+    return [
+        Lookup(
+            stage_id=st.stage_id,
+            key=keys[st.stage_id],
+            resume=resume,
+            cache=st.cache,
+            max_age=st.cache_expiration,
+            dependencies=st.dependencies,
+        )
+        for st in stages
+        if resume or st.cache
+    ]

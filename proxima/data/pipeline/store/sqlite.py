@@ -392,6 +392,7 @@ class SQLiteStore:
         self._core = StoreCore(codec or PickleCodec(), signer_for(key), text)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
         self._queue: RunVar[_Queue] = RunVar(f"proxima-sqlite-{id(self)}")
         _create_private(text)
 
@@ -431,8 +432,13 @@ class SQLiteStore:
         one thread hop and one commit for all stages that ended together."""
         with self._lock:
             try:
+                if self._conn is not None and self._pid != os.getpid():
+                    # Inherited through fork(): SQLite forbids using it here,
+                    # and closing it could release the parent's locks.
+                    self._conn = None
                 if self._conn is None:
                     self._conn = self._connect()
+                    self._pid = os.getpid()
                 tables = _SQLiteTables(self._conn)
                 if len(batch) == 1:  # alone: its writes make their own transaction
                     write = batch[0]
