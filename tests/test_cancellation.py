@@ -16,6 +16,7 @@ from helpers import (
     finished,
     grace,
     make_pipeline,
+    raises,
     recording_cleanup,
     returns,
     st,
@@ -311,7 +312,9 @@ async def test_r5_2_stage_given_a_slot_but_not_called_ends_cancelled_with_zero_a
 
         return handler
 
-    pipeline = make_pipeline(st("x", make("x")), st("y", make("y")), timeout=grace(2.0))
+    pipeline = make_pipeline(
+        st("x", make("x")), st("y", make("y")), timeout=grace(2.0), executor="inline"
+    )
     with anyio.fail_after(5):
         result = await pipeline.execute()
     assert len(called) == 1
@@ -327,12 +330,9 @@ async def test_r5_2_stage_given_a_slot_but_not_called_ends_cancelled_with_zero_a
 
 
 async def test_r5_3_never_started_stages_skipped_if_upstream_failed_else_cancelled() -> None:
-    async def bad(ctx: Any, _: Any) -> None:
-        raise ValueError("critical failure")
-
     pipeline = make_pipeline(
         st("ok", returns(1)),
-        st("bad", bad),
+        st("bad", raises(ValueError, "critical failure")),
         st("child", returns(2), ["bad"]),
         st("grandchild", returns(3), ["child"]),
         st("indep", returns(4)),
@@ -475,6 +475,7 @@ async def test_r5_4_no_cleanup_for_a_stage_given_a_slot_but_not_called() -> None
     pipeline = make_pipeline(
         st("x", make("x"), cleanup_handler=recording_cleanup(log, "x")),
         st("y", make("y"), cleanup_handler=recording_cleanup(log, "y")),
+        executor="inline",  # sync handlers on the loop: one at a time
     )
     with anyio.fail_after(5):
         await pipeline.execute()
@@ -587,9 +588,6 @@ async def test_r5_4_cleanup_on_cancel_false_skips_cleanup() -> None:
 async def test_r5_4_no_cleanup_after_a_normal_finish() -> None:
     log: list[str] = []
 
-    async def fails(ctx: Any, _: Any) -> None:
-        raise ValueError("optional failure")
-
     completed = make_pipeline(
         st("a", returns(1), cleanup_handler=recording_cleanup(log, "a")),
         st("b", returns(2), ["a"], cleanup_handler=recording_cleanup(log, "b")),
@@ -598,7 +596,9 @@ async def test_r5_4_no_cleanup_after_a_normal_finish() -> None:
 
     kept_going = make_pipeline(
         st("a", returns(1), cleanup_handler=recording_cleanup(log, "a")),
-        st("f", fails, cleanup_handler=recording_cleanup(log, "f")),
+        st(
+            "f", raises(ValueError, "optional failure"), cleanup_handler=recording_cleanup(log, "f")
+        ),
         continue_on_error=True,
     )
     result = await kept_going.execute()

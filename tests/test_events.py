@@ -235,7 +235,8 @@ async def test_r9_1_live_run_status_matches_pause_and_resume_events() -> None:
         ctx.resume()
         return "a"
 
-    pipeline = _pipeline(st("a", pauses))
+    # On the loop (inline), each event is delivered as the signal is given.
+    pipeline = _pipeline(st("a", pauses), executor="inline")
     seen: list[tuple[EventKind, Any, Any]] = []
 
     def listener(event: PipelineEvent) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from helpers import stage_of
+from helpers import NO_RETRY, raises, st
 
 from proxima.data.pipeline import (
     Pipeline,
@@ -19,7 +19,6 @@ from proxima.data.pipeline import (
     PipelineConfig,
     PipelineContext,
     PipelineStatus,
-    RetryConfig,
     StageResult,
     StageStatus,
     run_pipeline,
@@ -51,8 +50,8 @@ async def test_r3_1_every_root_receives_initial_input() -> None:
     rec = Inputs()
     payload = {"data": [1, 2, 3]}
     pipeline = Pipeline(PipelineConfig(name="roots"))
-    pipeline.add_stages([stage_of(f"r{i}", rec.handler(f"r{i}")) for i in range(3)])
-    pipeline.add_stage(stage_of("child", rec.handler("child"), "r0"))
+    pipeline.add_stages([st(f"r{i}", rec.handler(f"r{i}")) for i in range(3)])
+    pipeline.add_stage(st("child", rec.handler("child"), ["r0"]))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input=payload)
     assert result.status is PipelineStatus.COMPLETED
@@ -64,7 +63,7 @@ async def test_r3_1_every_root_receives_initial_input() -> None:
 async def test_r3_1_initial_input_defaults_to_none() -> None:
     rec = Inputs()
     with anyio.fail_after(LIMIT):
-        await run_pipeline([stage_of("root", rec.handler("root"))])
+        await run_pipeline([st("root", rec.handler("root"))])
     assert rec.got == {"root": None}
 
 
@@ -72,14 +71,14 @@ async def test_r3_1_initial_input_positional_and_via_run_pipeline() -> None:
     rec = Inputs()
     with anyio.fail_after(LIMIT):
         result = await run_pipeline(
-            [stage_of("root", rec.handler("root"))],
+            [st("root", rec.handler("root"))],
             initial_input=7,
             config=PipelineConfig(name="quick"),
         )
     assert rec.got["root"] == 7
     assert result.pipeline_name == "quick"
     rec2 = Inputs()
-    pipeline = Pipeline().add_stage(stage_of("root", rec2.handler("root")))
+    pipeline = Pipeline().add_stage(st("root", rec2.handler("root")))
     with anyio.fail_after(LIMIT):
         await pipeline.execute("positional")
     assert rec2.got["root"] == "positional"
@@ -94,8 +93,8 @@ async def test_r3_2_single_dependency_value_is_passed_unwrapped() -> None:
     pipeline = Pipeline()
     pipeline.add_stages(
         [
-            stage_of("load", rec.handler("load", produced)),
-            stage_of("process", rec.handler("process"), "load"),
+            st("load", rec.handler("load", produced)),
+            st("process", rec.handler("process"), ["load"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -109,7 +108,7 @@ async def test_r3_2_single_dependency_returning_none_passes_none() -> None:
     async def nothing(ctx: PipelineContext, data: Any) -> None:
         return None
 
-    pipeline = Pipeline().add_stages([stage_of("a", nothing), stage_of("b", rec.handler("b"), "a")])
+    pipeline = Pipeline().add_stages([st("a", nothing), st("b", rec.handler("b"), ["a"])])
     with anyio.fail_after(LIMIT):
         await pipeline.execute(initial_input="initial")
     assert "b" in rec.got
@@ -159,10 +158,10 @@ async def test_r3_3_several_dependencies_give_dict_in_listed_order() -> None:
     pipeline = Pipeline(PipelineConfig(name="fan-in", max_parallel=4))
     pipeline.add_stages(
         [
-            stage_of("a", a),
-            stage_of("m", m),
-            stage_of("z", z),
-            stage_of("join", rec.handler("join"), "z", "a", "m"),
+            st("a", a),
+            st("m", m),
+            st("z", z),
+            st("join", rec.handler("join"), ["z", "a", "m"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -177,9 +176,9 @@ async def test_r3_3_two_dependencies_are_a_dict_even_if_values_are_dicts() -> No
     rec = Inputs()
     pipeline = Pipeline().add_stages(
         [
-            stage_of("left", rec.handler("left", {"x": 1})),
-            stage_of("right", rec.handler("right", None)),
-            stage_of("join", rec.handler("join"), "right", "left"),
+            st("left", rec.handler("left", {"x": 1})),
+            st("right", rec.handler("right", None)),
+            st("join", rec.handler("join"), ["right", "left"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -191,7 +190,15 @@ async def test_r3_3_two_dependencies_are_a_dict_even_if_values_are_dicts() -> No
 # -- R3.4 how handlers are called --------------------------------------------------------
 
 
-async def test_r3_4_sync_handler_runs_inline_on_the_event_loop_thread() -> None:
+@pytest.mark.parametrize(
+    ("executor", "on_loop"), [("auto", False), ("thread", False), ("inline", True)]
+)
+async def test_r3_4_r11_2_sync_handler_runs_where_its_executor_says(
+    executor: str, on_loop: bool
+) -> None:
+    """By default ("auto") a plain ``def`` handler runs in a worker thread;
+    with ``executor="inline"`` on the event loop's thread. Either way it gets
+    the real context and its input, and its result flows on (R3.2)."""
     loop_thread = threading.get_ident()
     seen: dict[str, Any] = {}
 
@@ -204,14 +211,14 @@ async def test_r3_4_sync_handler_runs_inline_on_the_event_loop_thread() -> None:
     def sync_child(ctx: PipelineContext, data: Any) -> int:
         return int(data) * 10
 
-    pipeline = Pipeline().add_stages(
-        [stage_of("sync", sync_handler), stage_of("child", sync_child, "sync")]
+    pipeline = Pipeline(PipelineConfig(executor=executor)).add_stages(
+        [st("sync", sync_handler), st("child", sync_child, ["sync"])]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input=4)
     assert result.status is PipelineStatus.COMPLETED
-    assert seen["thread"] == loop_thread
-    assert isinstance(seen["ctx"], PipelineContext)
+    assert (seen["thread"] == loop_thread) is on_loop
+    assert seen["ctx"] is pipeline.context
     assert seen["data"] == 4
     assert result.stage_results["sync"].result == 5
     assert result.stage_results["child"].result == 50
@@ -223,7 +230,7 @@ async def test_r3_4_handler_called_with_ctx_and_input_positionally() -> None:
     async def handler(*args: Any, **kwargs: Any) -> None:
         calls.append((args, kwargs))
 
-    pipeline = Pipeline().add_stage(stage_of("h", handler))
+    pipeline = Pipeline().add_stage(st("h", handler))
     with anyio.fail_after(LIMIT):
         await pipeline.execute(initial_input="in")
     assert len(calls) == 1
@@ -274,7 +281,7 @@ async def test_r3_4_sync_function_returning_awaitable_is_awaited() -> None:
     def handler(ctx: PipelineContext, data: Any) -> Awaitable[str]:
         return _Later(f"awaited {data}")
 
-    pipeline = Pipeline().add_stage(stage_of("h", handler))
+    pipeline = Pipeline().add_stage(st("h", handler))
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute(initial_input="x")
     assert result.stage_results["h"].result == "awaited x"
@@ -284,8 +291,8 @@ async def test_r3_4_stage_object_is_callable_like_its_handler() -> None:
     async def handler(ctx: PipelineContext, data: Any) -> int:
         return int(data) + 1
 
-    st = stage_of("s", handler)
-    assert await st.handler(PipelineContext(), 1) == 2
+    stage = st("s", handler)
+    assert await stage.handler(PipelineContext(), 1) == 2
 
 
 # -- R3.5 get_stage_result ---------------------------------------------------------------
@@ -317,10 +324,10 @@ async def test_r3_5_get_stage_result_returns_finished_stage_result_else_none() -
     pipeline = Pipeline(PipelineConfig(name="results", max_parallel=4))
     pipeline.add_stages(
         [
-            stage_of("load", load),
-            stage_of("slow", slow),
-            stage_of("process", process, "load"),
-            stage_of("later", later, "process", "slow"),
+            st("load", load),
+            st("slow", slow),
+            st("process", process, ["load"]),
+            st("later", later, ["process", "slow"]),
         ]
     )
     with anyio.fail_after(LIMIT):
@@ -344,16 +351,13 @@ async def test_r3_5_get_stage_result_returns_finished_stage_result_else_none() -
 async def test_r3_5_get_stage_result_sees_a_failed_optional_stage() -> None:
     seen: dict[str, Any] = {}
 
-    async def boom(ctx: PipelineContext, data: Any) -> None:
-        raise ValueError("bad input")
-
     async def reporter(ctx: PipelineContext, data: Any) -> None:
         seen["boom"] = ctx.get_stage_result("boom")
 
     # One slot: boom (added first) ends before reporter starts.
-    config = PipelineConfig(name="failed-result", max_parallel=1, retry=RetryConfig(max_retries=0))
+    config = PipelineConfig(name="failed-result", max_parallel=1, retry=NO_RETRY)
     pipeline = Pipeline(config).add_stages(
-        [stage_of("boom", boom, critical=False), stage_of("reporter", reporter)]
+        [st("boom", raises(ValueError, "bad input"), critical=False), st("reporter", reporter)]
     )
     with anyio.fail_after(LIMIT):
         result = await pipeline.execute()

@@ -117,7 +117,7 @@ async def test_r9_1_pause_from_a_stage_holds_a_sibling_that_already_got_a_slot()
 
         return handler
 
-    pipeline = make_pipeline(st("x", make("x")), st("y", make("y")))
+    pipeline = make_pipeline(st("x", make("x")), st("y", make("y")), executor="inline")
     async with executing(pipeline):
         await anyio.wait_all_tasks_blocked()
         # No handler may be called once the pause was requested.

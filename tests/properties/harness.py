@@ -254,6 +254,9 @@ def build_pipeline(case: Case, harness: Harness) -> Pipeline:
         max_parallel=case.max_parallel,
         collect_metrics=case.collect_metrics,
         cleanup_on_cancel=case.cleanup_on_cancel,
+        # The handlers are plain functions (returning a coroutine for async
+        # attempts) that record through anyio: on the loop's thread.
+        executor="inline",
     )
     pipeline = Pipeline(config)
     pipeline.add_stages(

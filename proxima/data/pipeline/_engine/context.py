@@ -1,46 +1,50 @@
 """The context shared by the stages of one run.
 
 It owns the run's signals (cancel and pause) so that stages, the pipeline
-object and other threads all talk to one place; the scheduler subscribes to
-them through :class:`RunControl`. A context also works on its own, outside
-any run (for tests of a single handler).
+object and other threads all talk to one place; the run subscribes to them
+through :class:`RunControl`. A signal from another thread changes the
+context's state at once, under a lock, and reaches the run through a
+:class:`~.handoff.LoopHandoff`, never by waiting for the loop (R5.1). A
+context also works on its own, outside any run (for tests of a handler).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 
 from .._model.config import PipelineConfig
 from .._model.enums import CancellationReason
 from .._model.errors import PipelineCancelledException
+from .handoff import LoopHandoff
 
 if TYPE_CHECKING:
     from .._model.results import StageResult
 
 __all__ = ["RESERVED_METRICS", "PipelineContext", "RunControl", "current_stage_metrics"]
 
-#: Metric names the scheduler fills in itself (R7.6).
+#: Metric names the engine fills in itself (R7.6).
 RESERVED_METRICS = frozenset({"queue_wait_ms", "retry_delay_ms", "attempts"})
 
-#: The metrics dict of the stage whose handler is running in this task.
+#: The metrics dict of the stage whose handler is running in this task (or
+#: in this worker thread, which runs in a copy of the task's context).
 current_stage_metrics: ContextVar[dict[str, Any] | None] = ContextVar(
     "proxima_stage_metrics", default=None
 )
 
 
 class RunControl(Protocol):
-    """What the scheduler hears from a context. Always called on the loop's
-    thread."""
+    """What the run hears from a context; always called on the loop's thread."""
 
     def on_cancel(self, reason: CancellationReason) -> None: ...
     def on_pause(self) -> None: ...
     def on_resume(self) -> None: ...
+    def wake(self) -> None: ...
 
 
 class PipelineContext:
@@ -48,8 +52,10 @@ class PipelineContext:
     signals.
 
     ``cancel()``, ``pause()`` and ``resume()`` may be called from a stage,
-    from another task or from another thread; the first cancel reason wins.
-    Each ``execute()`` starts from a fresh context.
+    from another task or from another thread, and return at once; the first
+    cancel reason wins. Every method may be called from a worker thread
+    (a ``def`` stage running in one). Each ``execute()`` starts from a fresh
+    context.
     """
 
     def __init__(
@@ -69,8 +75,7 @@ class PipelineContext:
         self._paused = False
         self._resume_event: anyio.Event | None = None
         self._control: RunControl | None = None
-        self._loop_thread: int | None = None
-        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._handoff: LoopHandoff | None = None
         self._lock = threading.Lock()
 
     # -- shared data -------------------------------------------------------
@@ -116,13 +121,18 @@ class PipelineContext:
         """Request a stop of the run. Idempotent: later reasons are ignored."""
         if not isinstance(reason, CancellationReason):
             raise TypeError(f"reason must be a CancellationReason, got {reason!r}")
-        self._on_loop(self._cancel, reason)
+        with self._lock:
+            if self._cancel_reason is not None:
+                return
+            self._cancel_reason = reason
+        self._deliver(self._cancelled, reason)
 
     def check_cancelled(self) -> None:
         """Raise :class:`PipelineCancelledException` if a stop was requested.
 
-        A cooperative stage calls this between units of work; the stage then
-        ends CANCELLED within the grace period instead of being interrupted.
+        A cooperative stage calls this between units of work (also from a
+        worker thread); the stage then ends CANCELLED within the grace period
+        instead of being interrupted.
         """
         reason = self._cancel_reason
         if reason is not None:
@@ -136,11 +146,19 @@ class PipelineContext:
 
     def pause(self) -> None:
         """Hold back new attempts until :meth:`resume`; running ones go on."""
-        self._on_loop(self._pause)
+        with self._lock:
+            if self._paused:
+                return
+            self._paused = True
+        self._deliver(self._paused_now)
 
     def resume(self) -> None:
         """Let held-back attempts start, and wake ``wait_if_paused()`` callers."""
-        self._on_loop(self._resume)
+        with self._lock:
+            if not self._paused:
+                return
+            self._paused = False
+        self._deliver(self._resumed_now)
 
     async def wait_if_paused(self) -> None:
         """Block while paused; return at once on resume or cancel.
@@ -150,58 +168,74 @@ class PipelineContext:
         await anyio.lowlevel.checkpoint_if_cancelled()
         while self._paused and self._cancel_reason is None:
             if self._resume_event is None:
-                self._bind_to_current_loop()
+                if self._handoff is None:
+                    with self._lock:
+                        self._handoff = LoopHandoff(self._drain_now)
                 self._resume_event = anyio.Event()
             await self._resume_event.wait()
 
-    # -- internals -------------------------------------------------------------
-    def _attach(self, control: RunControl | None) -> None:
-        """Bind to the running loop and (un)subscribe the scheduler."""
-        self._control = control
-        if control is not None:
-            self._bind_to_current_loop()
+    # -- internals: the run's side ---------------------------------------------
+    def _attach(self, control: RunControl) -> None:
+        """Bind to the running loop and subscribe the run. A signal that
+        arrived before (from another thread, right after ``execute()``
+        began) is delivered now: it is never lost."""
+        with self._lock:
+            self._handoff = LoopHandoff(control.wake)
+            self._control = control
+            reason, paused = self._cancel_reason, self._paused
+        if paused:
+            control.on_pause()
+        if reason is not None:
+            control.on_cancel(reason)
 
-    def _bind_to_current_loop(self) -> None:
-        self._loop_thread = threading.get_ident()
-        self._token = anyio.lowlevel.current_token()
+    def _detach(self) -> None:
+        """The run is over: apply what is still queued, then stand alone."""
+        with self._lock:
+            handoff, self._handoff = self._handoff, None
+            self._control = None
+        if handoff is not None:
+            handoff.drain()
 
-    def _on_loop(self, func: Any, *args: Any) -> None:
-        """Run ``func`` on the loop's thread (signals touch anyio objects)."""
-        token = self._token
-        if token is None or threading.get_ident() == self._loop_thread:
+    def _drain(self) -> None:
+        """Apply signals from other threads (the run calls this on the loop)."""
+        handoff = self._handoff
+        if handoff is not None:
+            handoff.drain()
+
+    def _drain_now(self) -> None:
+        # A standalone context's wake-up: nobody else would drain.
+        self._drain()
+
+    def _deliver(self, func: Callable[..., None], *args: Any) -> None:
+        """Run ``func`` on the loop's thread now, or queue it for the loop."""
+        with self._lock:
+            handoff = self._handoff
+        if handoff is None or handoff.on_loop_thread() or not handoff.send(func, *args):
             func(*args)
-            return
-        try:
-            anyio.from_thread.run_sync(func, *args, token=token)
-        except RuntimeError:
-            # The loop is gone: the run is over, only record the request.
-            with self._lock:
-                func(*args)
 
     def _wake_paused(self) -> None:
         event, self._resume_event = self._resume_event, None
         if event is not None:
             event.set()
 
-    def _cancel(self, reason: CancellationReason) -> None:
-        if self._cancel_reason is not None:
-            return
-        self._cancel_reason = reason
+    def _cancelled(self, reason: CancellationReason) -> None:
         self._wake_paused()
         if self._control is not None:
             self._control.on_cancel(reason)
 
-    def _pause(self) -> None:
-        if self._paused:
-            return
-        self._paused = True
+    def _paused_now(self) -> None:
         if self._control is not None:
             self._control.on_pause()
 
-    def _resume(self) -> None:
-        if not self._paused:
-            return
-        self._paused = False
+    def _resumed_now(self) -> None:
         self._wake_paused()
         if self._control is not None:
             self._control.on_resume()
+
+    def _cancel(self, reason: CancellationReason) -> None:
+        """The run's own stop: record ``reason`` unless one was given first."""
+        with self._lock:
+            if self._cancel_reason is not None:
+                return
+            self._cancel_reason = reason
+        self._wake_paused()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._model.enums import StageStatus
@@ -25,7 +26,15 @@ _level = event_level
 class Emitter:
     """Turns scheduler calls into events for one run."""
 
-    __slots__ = ("_delivering", "_listeners", "_name", "_pending", "_pipeline_id", "verbose")
+    __slots__ = (
+        "_delivering",
+        "_listeners",
+        "_name",
+        "_pending",
+        "_pipeline_id",
+        "on_fatal",
+        "verbose",
+    )
 
     def __init__(self, pipeline_id: str, name: str, listeners: list[Listener]) -> None:
         self._pipeline_id = pipeline_id
@@ -33,6 +42,9 @@ class Emitter:
         self._listeners = listeners  # the pipeline's live list
         self._pending: collections.deque[PipelineEvent] = collections.deque()
         self._delivering = False
+        #: Called with a ``BaseException`` (``KeyboardInterrupt``...) a
+        #: listener raised; without it, such an exception propagates.
+        self.on_fatal: Callable[[BaseException], None] | None = None
         self.verbose = False
         self.refresh()
 
@@ -92,3 +104,7 @@ class Emitter:
                 listener(event)
             except Exception:
                 logger.exception("event listener %r failed on %s", listener, event.kind.value)
+            except BaseException as exc:  # KeyboardInterrupt and the like: R5.6
+                if self.on_fatal is None:
+                    raise
+                self.on_fatal(exc)

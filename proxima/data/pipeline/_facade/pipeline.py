@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
@@ -52,6 +53,7 @@ class Pipeline:
         self._context: PipelineContext | None = None
         self._result: PipelineResult | None = None
         self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} stages={len(self._stages)} status={self.status.name}>"
@@ -128,16 +130,18 @@ class Pipeline:
         cancellation propagates. Works on asyncio (plain tasks,
         ``asyncio.wait_for``) and trio alike.
         """
-        if self._run is not None:
-            raise PipelineAlreadyRunningError(f"pipeline {self.name!r} is already running")
         run_plan = self._get_plan()
         ctx = PipelineContext(self.pipeline_id, self.config)
         run = Run(run_plan, self.config, ctx, initial_input, self._listeners)
-        self._run, self._context = run, ctx
+        with self._lock:  # R8.6 across threads: check and set in one step
+            if self._run is not None:
+                raise PipelineAlreadyRunningError(f"pipeline {self.name!r} is already running")
+            self._run, self._context = run, ctx
         try:
             result = await run.execute()
         finally:
-            self._run = None
+            with self._lock:
+                self._run = None
             if run.result is not None:
                 self._result = run.result
         if raise_on_failure:
@@ -159,24 +163,42 @@ class Pipeline:
         go to ``anyio.run``, e.g. ``{"use_uvloop": True}``.
         """
         call = functools.partial(self.execute, initial_input, raise_on_failure=raise_on_failure)
-        return anyio.run(call, backend=backend, backend_options=backend_options)
+        try:
+            return anyio.run(call, backend=backend, backend_options=backend_options)
+        except RuntimeError as exc:
+            if "Already running" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"pipeline {self.name!r}: run_sync() cannot run inside a running event loop "
+                f"({exc}); use `await pipeline.execute()` there instead"
+            ) from exc
 
     # -- control --------------------------------------------------------------------
     def cancel(self, reason: CancellationReason = CancellationReason.USER_REQUESTED) -> None:
         """Request a stop of the current run (first reason wins); safe from any
-        thread. Does nothing while no run is going on."""
-        if self._run is not None and self._context is not None:
-            self._context.cancel(reason)
+        thread, returns at once. Does nothing while no run is going on (the
+        last run's context is left as it was)."""
+        if not isinstance(reason, CancellationReason):
+            raise TypeError(f"reason must be a CancellationReason, got {reason!r}")
+        ctx = self._live_context()
+        if ctx is not None:
+            ctx.cancel(reason)
 
     def pause(self) -> None:
         """Hold back new attempts until :meth:`resume`. No-op when idle."""
-        if self._run is not None and self._context is not None:
-            self._context.pause()
+        ctx = self._live_context()
+        if ctx is not None:
+            ctx.pause()
 
     def resume(self) -> None:
         """Let held-back attempts start at once. No-op when idle."""
-        if self._run is not None and self._context is not None:
-            self._context.resume()
+        ctx = self._live_context()
+        if ctx is not None:
+            ctx.resume()
+
+    def _live_context(self) -> PipelineContext | None:
+        with self._lock:
+            return self._context if self._run is not None else None
 
     # -- observing ------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:

@@ -1,9 +1,11 @@
 """The seam where a handler is called: the :class:`Executor` protocol.
 
 The engine never calls a handler itself. For each attempt it builds one
-:class:`StageCall` and awaits ``session.call(call)`` inside the attempt's
-cancel scope; whatever the executor returns is the attempt's value (an
-awaitable it returns is awaited on the event loop by the engine). The
+:class:`StageCall` and calls ``session.call(call)`` inside the attempt's
+cancel scope. The call returns the value or an awaitable of it (an
+``async def call`` is fine); the engine awaits an awaitable, and once more
+if that gives an awaitable (a thread's handler that returned a coroutine),
+so an inline call costs no coroutine of its own. The
 attempt's deadline, a forced stop and the caller's cancellation all reach
 the executor as an anyio cancellation of that ``await``: what the executor
 does then (cancel a coroutine, abandon a thread, kill a process, cancel a
@@ -62,8 +64,9 @@ class StageCall:
 class ExecutorSession(Protocol):
     """An executor's resources for one run."""
 
-    async def call(self, call: StageCall) -> Any:
-        """Run ``call.handler(call.context, call.input)`` and return its value.
+    def call(self, call: StageCall) -> Any:
+        """Run ``call.handler(call.context, call.input)``: return its value or
+        an awaitable of it.
 
         Cancellation of this ``await`` must end it promptly (within ~0.5 s),
         whatever the handler is doing, and then re-raise the cancellation.

@@ -1,0 +1,214 @@
+"""One attempt: call the handler once, through its executor, and say how it ended.
+
+:func:`attempt` does not decide what happens next (a retry, a stop, the
+dependents): it returns an :class:`Outcome` and the run applies it in one
+place. Only a cancellation that belongs to the run (a forced stop) or to
+the caller (R5.6) leaves it as an exception, after the attempt is logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from .._model.enums import StageStatus
+from .._model.errors import PipelineCancelledException, StageTimeoutException
+from .._model.events import EventKind
+from ..executors.base import StageCall
+from .context import current_stage_metrics
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from .run import Run
+    from .state import StageState
+
+__all__ = ["Outcome", "OutcomeKind", "attempt"]
+
+_perf = time.perf_counter
+_wall = time.time
+_isawaitable = inspect.isawaitable
+
+
+class OutcomeKind(enum.Enum):
+    NOT_STARTED = "not_started"  # a stop came before the handler call (R5.2)
+    DEFERRED = "deferred"  # paused before the handler call: back to the queue (R9.1)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # returned after the grace period ran out (R5.2)
+    USER_STOP = "user_stop"  # the handler raised PipelineCancelledException (R5.3)
+    FATAL = "fatal"  # a BaseException that is not a cancellation (R5.6)
+
+
+class Outcome:
+    """How one attempt ended: a kind, and the value or the exception."""
+
+    __slots__ = ("error", "kind", "value")
+
+    def __init__(self, kind: OutcomeKind, value: Any = None, error: Any = None) -> None:
+        self.kind = kind
+        self.value = value
+        self.error: BaseException | None = error
+
+
+_NOT_STARTED = Outcome(OutcomeKind.NOT_STARTED)
+_DEFERRED = Outcome(OutcomeKind.DEFERRED)
+_CANCELLED = Outcome(OutcomeKind.CANCELLED)
+
+
+async def attempt(run: Run, state: StageState) -> Outcome:
+    """Make one attempt of ``state``'s stage (its slot is already taken)."""
+    # A stop or a pause may have come since the slot was handed out: both
+    # are checked right before the handler call (R5.2, R9.1).
+    if run.stop.stopping or run.ctx.is_cancelled:  # also a stop still on its way from a thread
+        return _NOT_STARTED
+    if run.ctx._paused:
+        return _DEFERRED
+    # The caller's cancellation may have landed since the slot was handed
+    # out, before the run heard of it (R5.6): raises here if so.
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    started, wall = _begin(run, state)
+    timeout = state.timeout
+    session = state.session
+    assert session is not None
+    call = StageCall(
+        stage_id=state.stage.stage_id,
+        attempt=state.attempts,
+        handler=state.stage.handler,
+        context=run.ctx,
+        input=state.input,
+        finished=run.ctx._results,
+    )
+    value: Any = None
+    timed_out = False
+    try:
+        if timeout is None:
+            value = session.call(call)
+            if _isawaitable(value):
+                value = await value
+            if _isawaitable(value):  # a thread's handler returned a coroutine
+                value = await value
+        else:
+            with anyio.move_on_after(timeout) as scope:
+                value = session.call(call)
+                if _isawaitable(value):
+                    value = await value
+                if _isawaitable(value):
+                    value = await value
+            # A blocking handler on the loop cannot be interrupted, but one
+            # that overran its deadline has still timed out.
+            timed_out = scope.cancel_called or anyio.current_time() >= scope.deadline
+    except anyio.get_cancelled_exc_class() as exc:
+        if _cancelled_from_outside(run):
+            run.ledger.log_attempt(state, started, wall, "cancelled", None)
+            raise
+        # Nothing cancelled us: the handler raised a stray cancellation
+        # exception of its own (asyncio), a BaseException like any other.
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=exc))
+    except Exception as exc:
+        return _failure(run, state, started, wall, exc)
+    except BaseExceptionGroup as group:
+        return await _group(run, state, started, wall, group, limit=timeout)
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit: R5.6
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=exc))
+    if run.stop.forced and not timed_out:
+        # Returned after the grace period ran out (it swallowed or outlasted
+        # the cancellation): too late to count (R5.2).
+        return _logged(run, state, started, wall, _CANCELLED)
+    if timed_out:
+        assert timeout is not None
+        late = StageTimeoutException(state.stage.stage_id, timeout)
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.TIMED_OUT, error=late))
+    return _logged(run, state, started, wall, Outcome(OutcomeKind.COMPLETED, value))
+
+
+def _begin(run: Run, state: StageState) -> tuple[float, float]:
+    """The attempt starts: count it, time it, tell the listeners."""
+    state.attempts += 1
+    state.status = StageStatus.RUNNING
+    started = _perf()
+    wall = _wall()
+    state.queue_wait += started - state.ready_at
+    if state.start_wall is None:
+        state.start_wall = wall
+        run.started.append(state)
+    if run.emitter.verbose:
+        run.emitter.emit(
+            EventKind.STAGE_STARTED,
+            stage_id=state.stage.stage_id,
+            attempt=state.attempts,
+            status=StageStatus.RUNNING,
+        )
+    current_stage_metrics.set(state.metrics)
+    return started, wall
+
+
+def _cancelled_from_outside(run: Run) -> bool:
+    """A forced stop (R5.2) or the caller's cancellation (R5.6), as opposed
+    to a cancellation exception the handler raised on its own."""
+    return run.stop.forced or anyio.current_effective_deadline() == -math.inf
+
+
+def _failure(run: Run, state: StageState, started: float, wall: float, exc: Exception) -> Outcome:
+    if isinstance(exc, PipelineCancelledException):
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.USER_STOP, error=exc))
+    return _logged(run, state, started, wall, Outcome(OutcomeKind.FAILED, error=exc))
+
+
+async def _group(
+    run: Run,
+    state: StageState,
+    started: float,
+    wall: float,
+    group: BaseExceptionGroup[BaseException],
+    *,
+    limit: float | None,
+) -> Outcome:
+    """The handler's own task group ended with a group. Cancellations in it
+    come from the run or the stage's deadline; what else is in it is the
+    handler's failure (trio gathers both into one group)."""
+    cancelled, rest = group.split(anyio.get_cancelled_exc_class())
+    if cancelled is None:
+        if isinstance(group, Exception):
+            return _failure(run, state, started, wall, group)
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=group))
+    if _cancelled_from_outside(run):
+        run.ledger.log_attempt(state, started, wall, "cancelled", None)
+        # Re-raise a cancellation of our own: the next checkpoint delivers
+        # the run's (or the caller's) pending cancellation, bare.
+        await anyio.lowlevel.checkpoint()
+        raise group  # pragma: no cover - the checkpoint above raised
+    if rest is None and limit is not None:
+        exc = StageTimeoutException(state.stage.stage_id, limit)
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.TIMED_OUT, error=exc))
+    failure = rest if rest is not None else group
+    if isinstance(failure, Exception):
+        return _failure(run, state, started, wall, failure)
+    return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=failure))
+
+
+_LOG_NAMES = {
+    OutcomeKind.COMPLETED: "completed",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.TIMED_OUT: "timed_out",
+    OutcomeKind.CANCELLED: "cancelled",
+    OutcomeKind.USER_STOP: "cancelled",
+    OutcomeKind.FATAL: "failed",
+}
+
+
+def _logged(run: Run, state: StageState, started: float, wall: float, outcome: Outcome) -> Outcome:
+    """Log the attempt in ``metrics["attempts"]`` (R7.6) and hand it back."""
+    error = outcome.error
+    logged = None if outcome.kind is OutcomeKind.TIMED_OUT else error
+    run.ledger.log_attempt(state, started, wall, _LOG_NAMES[outcome.kind], logged)
+    return outcome
