@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import pickle
+import re
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -661,3 +664,18 @@ def test_r7_5_exceptions_survive_pickle(exc: PipelineException, attrs: dict[str,
     assert str(copy) == str(exc)
     for name, value in attrs.items():
         assert getattr(copy, name) == value, name
+
+
+# -- the version ----------------------------------------------------------------------------------
+
+
+def test_version_is_written_once_in_pyproject() -> None:
+    """``proxima.__version__`` is the installed distribution's version, which
+    comes from pyproject.toml: no second copy to forget."""
+    import proxima
+
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    (written,) = re.findall(r'^version = "([^"]+)"$', pyproject, flags=re.MULTILINE)
+    assert proxima.__version__ == importlib.metadata.version("proxima") == written
+    source = Path(proxima.__file__).read_text(encoding="utf-8")
+    assert written not in source, "proxima/__init__.py repeats the version"
