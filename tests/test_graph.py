@@ -321,7 +321,7 @@ def test_r8_3_property_back_edge_reports_a_real_cycle(
     dag: tuple[list[str], dict[str, list[str]]], data: st.DataObject
 ) -> None:
     order, deps = dag
-    pairs = [(sid, anc) for sid in order for anc in sorted(_ancestors(sid, deps))]
+    pairs = [(sid, above) for sid in order for above in sorted(_ancestors(sid, deps))]
     if not pairs:  # no edge at all: make one
         first, second = order[0], order[1]
         deps[second] = [first]
