@@ -463,6 +463,22 @@ async def test_r13_3_restored_records_cost_no_write_until_the_next_one(db: pathl
     assert store.load("second").stage_results["a"].start_time == 7.0
 
 
+async def test_r13_2_record_stages_writes_several_at_once(make_store: StoreFactory) -> None:
+    store = make_store()
+    journal = await begin(store, "r1")
+    await journal.record_stages(
+        [(sr("a", result=1), "k-a"), (sr("b", StageStatus.FAILED, error="x"), "k-b")]
+    )
+    await journal.record_stages([])
+    await journal.finish(pr())
+    loaded = store.load("r1")
+    assert {s: r.status for s, r in loaded.stage_results.items()} == {
+        "a": StageStatus.COMPLETED,
+        "b": StageStatus.FAILED,
+    }
+    assert loaded.stage_results["a"].result == 1
+
+
 async def test_deleting_a_run_removes_its_rows(make_store: StoreFactory) -> None:
     store = make_store()
     await completed_run(store, "r1", {"a": 1})

@@ -520,21 +520,40 @@ class Journal:
         problems = await self._call(self._record, result, key)
         warn_all(problems)
 
+    async def record_stages(self, records: Sequence[tuple[StageResult, str | None]]) -> None:
+        fresh = []
+        with self._state_lock:
+            if self._finished:
+                logger.debug("store: record_stages() after finish() ignored")
+                return
+            for result, key in records:
+                if result.restored_from is not None and result.stage_id in self._restored:
+                    self._pending[result.stage_id] = self._row(result, key, None)
+                else:
+                    fresh.append((result, key))
+        if fresh:
+            warn_all(await self._call(self._record_many, fresh))
+
     def _record(self, tables: Tables, result: StageResult, key: str | None) -> list[str]:
+        return self._record_many(tables, [(result, key)])
+
+    def _record_many(
+        self, tables: Tables, records: Sequence[tuple[StageResult, str | None]]
+    ) -> list[str]:
         problems: list[str] = []
-        row = self._row(result, key, problems)
+        rows = [self._row(result, key, problems) for result, key in records]
         with self._state_lock:
             pending = list(self._pending.values())
             self._pending.clear()
         try:
             with tables.transaction():
-                tables.put_stage_rows([*pending, row])
+                tables.put_stage_rows([*pending, *rows])
         except BaseException:
             with self._state_lock:  # not written: they go with the next write
                 self._pending = {r.stage_id: r for r in pending} | self._pending
             raise
         with self._state_lock:
-            self._written.add(result.stage_id)
+            self._written.update(row.stage_id for row in rows)
         return problems
 
     def _row(self, result: StageResult, key: str | None, problems: list[str] | None) -> StageRow:

@@ -117,6 +117,10 @@ class RunJournal(Protocol):
         """Record a terminal stage result; committed when this returns."""
         ...
 
+    async def record_stages(self, records: Sequence[tuple[StageResult, str | None]]) -> None:
+        """Record several ``(result, key)`` at once: one write, one commit."""
+        ...
+
     async def finish(self, result: PipelineResult) -> None:
         """Record the run's end and release its resume claim."""
         ...
