@@ -9,7 +9,7 @@ status (R6.3) and the :class:`PipelineResult`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._model.enums import CancellationReason, PipelineStatus, StageStatus
@@ -42,7 +42,15 @@ TERMINAL = frozenset(
 class Ledger:
     """Result records of one run (see the module docstring)."""
 
-    __slots__ = ("_cancel_exc", "_cancel_text", "_ctx", "_emitter", "_metrics_on", "_states")
+    __slots__ = (
+        "_cancel_exc",
+        "_cancel_text",
+        "_ctx",
+        "_emitter",
+        "_metrics_on",
+        "_states",
+        "on_end",
+    )
 
     def __init__(
         self,
@@ -58,6 +66,8 @@ class Ledger:
         self._metrics_on = metrics
         self._cancel_exc: PipelineCancelledException | None = None
         self._cancel_text = ""
+        #: Told of every terminal record (the store's journal queues it).
+        self.on_end: Callable[[StageState], None] | None = None
 
     # -- attempts ---------------------------------------------------------------------------------
     def log_attempt(
@@ -122,6 +132,8 @@ class Ledger:
         )
         state.final = result
         self._ctx._results[stage.stage_id] = result
+        if self.on_end is not None:
+            self.on_end(state)
         emitter = self._emitter
         if emitter.verbose or emitter.wants(status):
             emitter.emit(

@@ -35,9 +35,11 @@ from .._model.errors import DependencyFailedException
 from .._model.events import EventKind, Listener
 from .._model.results import PipelineResult
 from .._model.text import describe
+from ..store.base import Store
 from .attempt import Outcome, OutcomeKind, attempt
 from .cleanup import Cleanup
 from .context import PipelineContext
+from .durable import Durable
 from .emitter import Emitter
 from .ledger import Ledger
 from .sessions import open_sessions, still_running
@@ -65,6 +67,9 @@ class Run:
         ctx: PipelineContext,
         initial_input: Any,
         listeners: list[Listener] | None = None,
+        *,
+        store: Store | None = None,
+        resume: str | None = None,
     ) -> None:
         self.plan = plan
         self.config = config
@@ -85,6 +90,10 @@ class Run:
         self._tg: anyio.abc.TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
         self._start_wall = 0.0
+        self._durable = None if store is None else Durable(store, resume)
+        if self._durable is not None:
+            self.ledger.on_end = self._durable.ended
+        self._restoring: list[StageState] = []
         self.result: PipelineResult | None = None
 
     # -- live state (R2.5, R10.1) -----------------------------------------------------------------
@@ -119,6 +128,14 @@ class Run:
         self._start_wall = _wall()
         async with contextlib.AsyncExitStack() as resources:
             sessions = await open_sessions(self.states, self.config, resources)
+            if self._durable is not None:
+                await self._durable.open(
+                    self.plan,
+                    self.states,
+                    name=self.config.name,
+                    started_at=self._start_wall,
+                    initial_input=self._initial_input,
+                )
             return await self._supervised(sessions)
 
     async def _supervised(self, sessions: list[Any]) -> PipelineResult:
@@ -181,15 +198,37 @@ class Run:
         for state in roots:
             state.input = self._initial_input
             self._make_ready(state, now)
+        if self._restoring:
+            self._restore_ready()
         self._fill()
         self._check_finished()
 
     def _make_ready(self, state: StageState, now: float) -> None:
+        if self._durable is not None and state.stage.stage_id in self._durable.restored:
+            self._restoring.append(state)  # no slot, no attempt: its stored value stands in
+            return
         state.status = _QUEUED
         state.ready_at = now
         self.slots.push(state)
         if self.emitter.verbose:
             self._emit_queued(state)
+
+    def _restore_ready(self) -> None:
+        """Complete the ready stages a store restores (R13.3), and those they
+        make ready in turn: a loop, not recursion, for long chains."""
+        restoring = self._restoring
+        assert self._durable is not None
+        while restoring:
+            state = restoring.pop()
+            stored = self._durable.restored[state.stage.stage_id]
+            self.ledger.end(
+                state,
+                StageStatus.COMPLETED,
+                None,
+                stored.value,
+                restored_from=stored.from_run_id,
+            )
+            self._release_dependents(state)
 
     def _fill(self) -> None:
         """Hand free slots to ready stages, one task per attempt."""
@@ -283,7 +322,11 @@ class Run:
         ledger = self.ledger
         if kind is OutcomeKind.COMPLETED:
             ledger.end(state, StageStatus.COMPLETED, None, outcome.value)
+            if self._durable is not None:
+                await self._durable.flush()  # committed before any dependent starts (R13.2)
             self._release_dependents(state)
+            if self._restoring:
+                self._restore_ready()
         elif kind is OutcomeKind.DEFERRED:
             self.slots.push(state)  # still QUEUED: resume refills
         elif kind is OutcomeKind.NOT_STARTED or kind is OutcomeKind.CANCELLED:
@@ -391,8 +434,10 @@ class Run:
             origin=self.stop.origin,
             start_wall=self._start_wall,
             metadata=self._metadata(sessions),
-            run_id=None,
+            run_id=None if self._durable is None else self._durable.run_id,
         )
+        if self._durable is not None:
+            await self._durable.finish(result)
         self.result = result
         self.emitter.emit(
             EventKind.RUN_FINISHED,

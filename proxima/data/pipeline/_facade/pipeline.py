@@ -27,6 +27,7 @@ from .._model.results import PipelineResult
 from .._model.stage import Stage
 from ..observe import render as _render
 from ..observe.stream import EventStream
+from ..store.base import Store
 
 __all__ = ["Pipeline", "run_pipeline"]
 
@@ -119,7 +120,12 @@ class Pipeline:
 
     # -- running ----------------------------------------------------------------
     async def execute(
-        self, initial_input: Any = None, *, raise_on_failure: bool = False
+        self,
+        initial_input: Any = None,
+        *,
+        raise_on_failure: bool = False,
+        store: Store | None = None,
+        resume: str | None = None,
     ) -> PipelineResult:
         """Run every stage and return the :class:`PipelineResult`.
 
@@ -129,10 +135,19 @@ class Pipeline:
         once, cleanup runs, ``self.result`` records CANCELLED/EXTERNAL and the
         cancellation propagates. Works on asyncio (plain tasks,
         ``asyncio.wait_for``) and trio alike.
+
+        With ``store=`` (e.g. ``SQLiteStore("runs.db")``) the run and each
+        stage's terminal result are recorded (``result.run_id``), a completed
+        value before any dependent starts. ``resume=`` (a run id, or
+        ``"latest"``) restores the stages that completed in that run, where
+        their code and everything upstream are unchanged, and runs the rest.
         """
+        _check_durable(store, resume)
         run_plan = self._get_plan()
         ctx = PipelineContext(self.pipeline_id, self.config)
-        run = Run(run_plan, self.config, ctx, initial_input, self._listeners)
+        run = Run(
+            run_plan, self.config, ctx, initial_input, self._listeners, store=store, resume=resume
+        )
         with self._lock:  # R8.6 across threads: check and set in one step
             if self._run is not None:
                 raise PipelineAlreadyRunningError(f"pipeline {self.name!r} is already running")
@@ -155,6 +170,8 @@ class Pipeline:
         backend: Literal["asyncio", "trio"] = "asyncio",
         backend_options: dict[str, Any] | None = None,
         raise_on_failure: bool = False,
+        store: Store | None = None,
+        resume: str | None = None,
     ) -> PipelineResult:
         """Run from synchronous code in a new event loop (``anyio.run``).
 
@@ -162,7 +179,14 @@ class Pipeline:
         (async code, Jupyter): ``await execute()`` there. ``backend_options``
         go to ``anyio.run``, e.g. ``{"use_uvloop": True}``.
         """
-        call = functools.partial(self.execute, initial_input, raise_on_failure=raise_on_failure)
+        _check_durable(store, resume)
+        call = functools.partial(
+            self.execute,
+            initial_input,
+            raise_on_failure=raise_on_failure,
+            store=store,
+            resume=resume,
+        )
         try:
             return anyio.run(call, backend=backend, backend_options=backend_options)
         except RuntimeError as exc:
@@ -271,6 +295,17 @@ class Pipeline:
             finished = {sid: r.status for sid, r in self._result.stage_results.items()}
             return {sid: finished.get(sid, StageStatus.PENDING) for sid in self._stages}
         return dict.fromkeys(self._stages, StageStatus.PENDING)
+
+
+def _check_durable(store: Any, resume: Any) -> None:
+    """Bad ``store``/``resume`` arguments fail before anything runs (R13)."""
+    if store is not None and not isinstance(store, Store):
+        raise TypeError(f"store must be a Store (e.g. SQLiteStore), got {store!r}")
+    if resume is not None:
+        if not isinstance(resume, str) or not resume:
+            raise TypeError(f"resume must be a run id or 'latest', got {resume!r}")
+        if store is None:
+            raise ValueError(f"resume={resume!r} needs a store= to resume from")
 
 
 async def run_pipeline(
