@@ -84,10 +84,12 @@ class Durable:
         """Write every queued record, oldest first; committed on return."""
         journal = self._journal
         pending = self._pending
-        while journal is not None and pending:
-            state = pending.popleft()
-            assert state.final is not None
-            await journal.record_stage(state.final, state.key)
+        if journal is None or not pending:
+            return
+        records = [(state.final, state.key) for state in pending]
+        await journal.record_stages(records)  # type: ignore[arg-type]  # final is set
+        for _ in records:  # only now: a write cut short is written again at the end
+            pending.popleft()
 
     async def finish(self, result: PipelineResult) -> None:
         """The rest of the records and the run's end, whatever ended it."""
