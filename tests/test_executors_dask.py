@@ -195,6 +195,13 @@ async def test_r11_4_unpicklable_input_fails_before_the_task_is_sent(client: Any
     assert "stage 'load': the input cannot be pickled" in str(load.error)
 
 
+async def test_r11_4_a_large_input_reaches_the_task(client: Any) -> None:
+    big = os.urandom(3 << 20)  # scattered to the workers, not sent in the task graph
+    pipeline = make_pipeline(st("a", lambda c, v: len(v), executor=DaskExecutor(client=client)))
+    result = await pipeline.execute(big)
+    assert result.stage_results["a"].result == len(big)
+
+
 async def test_r11_4_a_handlers_exception_keeps_its_type(client: Any) -> None:
     pipeline = make_pipeline(st("a", raises_key_error, executor=DaskExecutor(client=client)))
     result = await pipeline.execute()

@@ -19,6 +19,7 @@ cancelled, so cooperative code frees its worker on its own.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -31,6 +32,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from ._errors import NotPicklableError, WorkerLostError
 from ._pickling import dumps
@@ -42,6 +44,8 @@ __all__ = ["DaskExecutor"]
 
 #: How long the end of a run waits for cancellations and restarts it sent.
 _LET_GO_WAIT = 30.0
+#: Inputs larger than this (pickled) are scattered to the workers first.
+_SCATTER_ABOVE = 1 << 20
 
 
 class DaskExecutor:
@@ -203,7 +207,19 @@ class _DaskSession:
         encoded = encode(call, "Dask", self._configs)  # raises before anything is sent
         snapshot = self._snapshot(call)
         key = f"proxima-{call.stage_id}-{call.attempt}-{uuid.uuid4().hex}"
-        future = self._client.submit(run_dask_task, encoded, snapshot, key=key, pure=False)
+        where = f"stage {call.stage_id!r} (attempt {call.attempt})"
+        args: tuple[Any, ...] = (encoded, snapshot)
+        if len(encoded.input) > _SCATTER_ABOVE:
+            # A large input goes to the workers on its own, not inside the
+            # task graph through the scheduler (which Dask warns about).
+            scattered = await anyio.to_thread.run_sync(
+                functools.partial(self._client.scatter, encoded.input, hash=False)
+            )
+            args = (attrs.evolve(encoded, input=b""), snapshot, scattered)
+        try:
+            future = self._client.submit(run_dask_task, *args, key=key, pure=False)
+        except Exception as exc:
+            raise RuntimeError(f"{where}: its Dask task could not be submitted: {exc}") from exc
         try:
             kind, outcome = await anyio.to_thread.run_sync(
                 _wait, future, abandon_on_cancel=True, limiter=self._waiters
@@ -211,7 +227,6 @@ class _DaskSession:
         except anyio.get_cancelled_exc_class():
             self._let_go(future, key, call.stage_id)
             raise
-        where = f"stage {call.stage_id!r} (attempt {call.attempt})"
         if kind == "killed":
             raise WorkerLostError(f"{where}: the Dask worker running it died ({outcome})")
         if kind == "lost":

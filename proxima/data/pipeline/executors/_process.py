@@ -69,14 +69,12 @@ _PIPE_ERRORS = (
 class ProcessExecutor:
     """Run handlers in worker processes; a deadline or a stop kills the worker.
 
-    Args:
-        max_workers: at most this many worker processes at once (default: the
-            number of CPUs). Attempts beyond it wait, inside their deadline.
-
     Handler, input and result must be picklable (cloudpickle: lambdas and
     closures work). The handler gets a :class:`WorkerContext` stand-in.
     """
 
+    #: At most this many worker processes at once, per run (``None``: the
+    #: number of CPUs). Attempts beyond it wait, inside their deadline.
     max_workers: int | None = max_workers_field()
 
     def session(self) -> AbstractAsyncContextManager[ExecutorSession]:
@@ -209,12 +207,15 @@ class _ProcessSession:
             if worker.process.returncode is None:
                 return worker
             await self._drop(worker)
-        process = await anyio.open_process(
-            [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-        )
+        # Shielded: a cancellation here would lose the process; it lands at
+        # the next step instead, which kills the worker.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
         worker = _Worker(process)
         self._all.add(worker)
         return worker

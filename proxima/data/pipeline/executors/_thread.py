@@ -32,14 +32,11 @@ DEFAULT_MAX_WORKERS = 40
 
 @attrs.frozen
 class ThreadExecutor:
-    """Run handlers in worker threads; a deadline abandons the thread.
+    """Run handlers in worker threads; a deadline abandons the thread."""
 
-    Args:
-        max_workers: at most this many handlers run in threads at once, per
-            run (default 40). An abandoned thread gives its place back when
-            its attempt ends, not when the thread does.
-    """
-
+    #: At most this many handlers run in threads at once, per run (``None``:
+    #: 40). An abandoned thread gives its place back when its attempt ends,
+    #: not when the thread does.
     max_workers: int | None = max_workers_field()
 
     def session(self) -> AbstractAsyncContextManager[ExecutorSession]:

@@ -17,6 +17,7 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._model.enums import CancellationReason
@@ -67,8 +68,9 @@ def _raised(exc: Exception, what: str) -> Reply:
 # -- a Dask task ----------------------------------------------------------------------------------
 
 
-def run_dask_task(call: Encoded, source: SnapshotSource) -> Reply:
-    """The task a Dask stage's attempt runs on a worker."""
+def run_dask_task(call: Encoded, source: SnapshotSource, scattered: bytes | None = None) -> Reply:
+    """The task a Dask stage's attempt runs on a worker (``scattered``: a
+    large input, sent to the workers ahead of the task)."""
     source.live_cancellation = _dask_stop_check()
     ctx = WorkerContext(
         stage_id=call.stage_id,
@@ -77,7 +79,7 @@ def run_dask_task(call: Encoded, source: SnapshotSource) -> Reply:
         config=call.config,
         source=source,
     )
-    return run_handler(ctx, call.handler, call.input)
+    return run_handler(ctx, call.handler, call.input if scattered is None else scattered)
 
 
 def _dask_stop_check() -> Any:
@@ -111,6 +113,7 @@ class Channel:
     def __init__(self, reader: BinaryIO, writer: BinaryIO) -> None:
         self._reader = reader
         self._writer = writer
+        self._lock = threading.Lock()  # a handler's own threads may ask too
 
     def send(self, message: tuple[Any, ...]) -> None:
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -131,8 +134,9 @@ class Channel:
 
     def ask(self, *question: Any) -> tuple[Any, ...]:
         """One round trip to the session, while the handler waits."""
-        self.send(("ask", *question))
-        answer = self.receive()
+        with self._lock:
+            self.send(("ask", *question))
+            answer = self.receive()
         if answer is None:  # the session is gone: nobody wants our result
             os._exit(0)
         return answer
