@@ -27,7 +27,7 @@ class EventStream:
         self._send, self._receive = anyio.create_memory_object_stream[PipelineEvent](max_buffer)
         self._ended = False
         #: Events lost because the consumer fell behind (oldest first).
-        self.dropped = 0
+        self.dropped: int = 0
 
     def __call__(self, event: PipelineEvent) -> None:
         """The listener side: buffer ``event`` without ever waiting."""
