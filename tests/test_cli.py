@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 
 #: The pipelines the tests run: a user's file, outside this repository.
 FLOWS = """
+import pathlib
 import sys
+import time
 
 import anyio
 import sniffio
@@ -114,6 +117,21 @@ cyclic.add_stages(
 number = 42
 
 
+async def gate(ctx, value):
+    # Fails until a file named gate.open exists in the working directory.
+    if not pathlib.Path("gate.open").exists():
+        raise RuntimeError("the gate is closed")
+    return value
+
+
+gated = (
+    builder("gated")
+    .add_stage("echo", "Echo", echo)
+    .add_stage("gate", "Gate", gate, dependencies=["echo"])
+    .build()
+)
+
+
 # -- for Ctrl-C ---------------------------------------------------------------------
 
 
@@ -134,6 +152,12 @@ async def cleanup(ctx):
     say(f"cleanup ran, cancelled={ctx.is_cancelled}")
 
 
+def blocking(ctx, _):
+    say("blocking: started")
+    time.sleep(60)  # blocking code that never checks for a stop: a thread
+    return "never"
+
+
 graceful = (
     builder("graceful")
     .with_timeout(grace_period=60)
@@ -144,6 +168,12 @@ stop_now = (
     builder("stop-now")
     .with_timeout(grace_period=60)
     .add_stage("stubborn", "Stubborn", stubborn, cleanup_handler=cleanup)
+    .build()
+)
+abandoned = (
+    builder("abandoned")
+    .with_timeout(grace_period=0.2)
+    .add_stage("blocking", "Blocking", blocking, cleanup_handler=cleanup)
     .build()
 )
 """
@@ -510,6 +540,139 @@ def test_r14_3_second_ctrl_c_stops_now_and_cleanup_still_runs(
     assert result["stage_results"]["stubborn"]["status"] == "CANCELLED"
     assert "cleanup ran, cancelled=True" in err
     assert "Traceback" not in err
+
+
+def test_r14_3_ctrl_c_does_not_wait_for_a_thread_that_cannot_be_stopped(
+    here: Path, children: list[Child]
+) -> None:
+    child = Child(here, "flows.py:abandoned")
+    children.append(child)
+    child.wait_for("blocking: started")
+    child.ctrl_c()
+    # The thread sleeps 60 s; ending within finish()'s 30 s means it was left behind.
+    code, result, err = child.finish(timeout=30)
+    assert code == 130, err
+    assert result["stage_results"]["blocking"]["status"] == "CANCELLED"
+    assert "cleanup ran, cancelled=True" in err
+    assert "stage blocking: 1 worker thread still running" in err
+    assert "Exiting without waiting for them." in err
+
+
+# -- the store: --store, --resume, runs, show, report ----------------------------------------------
+
+
+def recorded_run_id(stdout: str) -> str:
+    """The run id in the "Recorded in ... as run ID." line."""
+    line = next(line for line in stdout.splitlines() if line.startswith("Recorded in "))
+    return line.rsplit(" ", 1)[-1].rstrip(".")
+
+
+def test_r14_2_failed_run_prints_the_command_that_resumes_it(here: Path, tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS, encoding="utf-8")
+    store = tmp_path / "runs.db"
+    first = proxima(tmp_path, "run", "flows.py:gated", "--store", str(store), "--input", '{"n": 1}')
+    assert first.returncode == 1, first.stdout + first.stderr
+    run_id = recorded_run_id(first.stdout)
+    resume = f"To resume it: {Path(sys.executable).name} -m proxima run flows.py:gated"
+    resume += f" --store {store} --resume {run_id} --input '{{\"n\": 1}}'"
+    assert resume in first.stdout.splitlines()
+    # Fix the cause, then run the printed command: only the stage that failed runs again.
+    (tmp_path / "gate.open").touch()
+    words = shlex.split(resume.split(": ", 1)[1])[3:]  # after "python -m proxima"
+    second = proxima(tmp_path, *words, "--json")
+    assert second.returncode == 0, second.stderr
+    result = as_json(second)
+    echo, gate = result["stage_results"]["echo"], result["stage_results"]["gate"]
+    assert (echo["status"], echo["attempt_count"], echo["restored_from"]) == (
+        "COMPLETED",
+        0,
+        run_id,
+    )
+    assert (gate["status"], gate["attempt_count"], gate["result"]) == ("COMPLETED", 1, {"n": 1})
+    assert result["run_id"] != run_id
+
+
+def test_r14_4_runs_show_and_report_read_the_store(here: Path, tmp_path: Path) -> None:
+    store = str(tmp_path / "runs.db")
+    done = proxima(here, "run", "flows.py:completed", "--store", store, "--no-progress")
+    failed = proxima(here, "run", "flows.py:failing", "--store", store, "--no-progress")
+    assert (done.returncode, failed.returncode) == (0, 1), done.stderr + failed.stderr
+    assert "To resume it" not in done.stdout  # only a run that fell short is worth resuming
+    first, second = recorded_run_id(done.stdout), recorded_run_id(failed.stdout)
+
+    listed = proxima(here, "runs", "--store", store)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0][:3] == ["RUN", "ID", "PIPELINE"]
+    assert [row[:3] for row in rows[1:]] == [
+        [second, "failing", "FAILED"],  # newest first
+        [first, "completed", "COMPLETED"],
+    ]
+    as_list = as_json(proxima(here, "runs", "--store", store, "--json"))
+    assert [(r["run_id"], r["status"]) for r in as_list] == [
+        (second, "FAILED"),
+        (first, "COMPLETED"),
+    ]
+    only = as_json(proxima(here, "runs", "--store", store, "--json", "--pipeline", "completed"))
+    assert [r["run_id"] for r in only] == [first]
+
+    shown = proxima(here, "show", second, "--store", store)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Pipeline 'failing'")
+    assert "RuntimeError: boom" in shown.stdout
+    data = as_json(proxima(here, "show", "latest", "--store", store, "--json"))
+    assert (data["run_id"], data["status"]) == (second, "FAILED")
+
+    html = tmp_path / "report.html"
+    report = proxima(here, "report", first, "--html", str(html), "--store", store)
+    assert report.returncode == 0, report.stderr
+    assert html.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+
+
+def test_r14_4_default_store_is_proxima_runs_db(here: Path, tmp_path: Path) -> None:
+    flows = str(here / "flows.py")
+    run = proxima(tmp_path, "run", f"{flows}:failing", "--store", ".proxima/runs.db")
+    assert run.returncode == 1, run.stderr
+    assert (tmp_path / ".proxima" / "runs.db").is_file()
+    run_id = recorded_run_id(run.stdout)
+    listed = as_json(proxima(tmp_path, "runs", "--json"))  # no --store: the default
+    assert [r["run_id"] for r in listed] == [run_id]
+    again = proxima(tmp_path, "run", f"{flows}:failing", "--resume", "latest", "--json")
+    assert again.returncode == 1, again.stderr
+    assert as_json(again)["stage_results"]["echo"]["restored_from"] == run_id
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs"], "no store at '.proxima/runs.db'"),
+        (["show", "0123abcd"], "no store at"),
+        (["run", "flows.py:completed", "--resume", "0123abcd"], "no store at"),
+    ],
+)
+def test_r14_4_missing_store_is_a_usage_error(
+    tmp_path: Path, here: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "flows.py").write_text(FLOWS, encoding="utf-8")
+    proc = proxima(tmp_path, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+    assert message in proc.stderr
+
+
+def test_r14_4_unknown_run_id_is_a_usage_error(here: Path, tmp_path: Path) -> None:
+    store = str(tmp_path / "runs.db")
+    assert proxima(here, "run", "flows.py:completed", "--store", store).returncode == 0
+    for args in (
+        ["show", "0123abcd", "--store", store],
+        ["report", "0123abcd", "--html", str(tmp_path / "r.html"), "--store", store],
+        ["run", "flows.py:completed", "--store", store, "--resume", "0123abcd"],
+        ["run", "flows.py:failing", "--store", store, "--resume", "latest"],
+    ):
+        proc = proxima(here, *args)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+        assert "0123abcd" in proc.stderr or "'failing'" in proc.stderr, proc.stderr
 
 
 # -- the command itself ----------------------------------------------------------------------------

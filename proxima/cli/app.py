@@ -12,11 +12,17 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from proxima import __version__
-
 from .stores import DEFAULT_STORE
 
 __all__ = ["app"]
+
+
+def _version() -> str:
+    """Read on ``--version`` only: the package metadata is not free to load."""
+    import proxima
+
+    return proxima.__version__
+
 
 app = App(
     name="proxima",
@@ -25,12 +31,13 @@ app = App(
         "A TARGET is package.module:name or path/to/file.py:name, where name is a Pipeline,"
         " a PipelineBuilder, or a function with no arguments that returns one."
     ),
-    version=__version__,
+    version=_version,
     result_action="return_value",
     help_on_error=False,
     # Plain text needs no Markdown parser: a quicker `--help`.
     help_format="plaintext",
 )
+
 
 #: Set by ``main()``: how the user invoked us, for the commands we print.
 PROG = ["proxima"]
