@@ -148,6 +148,13 @@ def pid_file_then_sleep(path: str, ctx: Any, _: Any) -> None:
     time.sleep(60)
 
 
+def pid_then_cooperate(fifo: str, ctx: Any, _: Any) -> None:
+    tell_pid(fifo)
+    while True:
+        ctx.check_cancelled()  # a round trip to the caller
+        time.sleep(0.01)  # a unit of blocking work
+
+
 def my_pid(ctx: Any, _: Any) -> int:
     return os.getpid()
 
@@ -486,15 +493,17 @@ async def test_r11_4_handler_exception_crosses_back_with_its_type_and_traceback(
 
 
 async def test_r11_5_process_session_kills_the_worker_on_cancellation(fifo: Path) -> None:
+    pids: list[int] = []
     async with ProcessExecutor().session() as session:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     run_call, session, call_of(functools.partial(pid_then_sleep, str(fifo)))
                 )
-                pid = await read_pid(fifo)
+                pids.append(await read_pid(fifo))
                 scope.cancel()
         assert scope.cancelled_caught
+        (pid,) = pids
         assert gone(pid)
         assert session.still_running() == {}
         # The next call gets a fresh worker.
@@ -504,9 +513,9 @@ async def test_r11_5_process_session_kills_the_worker_on_cancellation(fifo: Path
 async def test_r11_6_worker_killed_by_a_signal_fails_the_call_naming_stage_and_signal(
     fifo: Path,
 ) -> None:
+    failure: list[BaseException] = []
     async with ProcessExecutor().session() as session:
         async with anyio.create_task_group() as tg:
-            failure: list[BaseException] = []
 
             async def call() -> None:
                 try:
@@ -606,6 +615,33 @@ async def test_r11_5_process_stage_is_killed_at_its_deadline(tmp_path: Path) -> 
     assert result.stage_results["crunch"].status is StageStatus.TIMED_OUT
     assert gone(int(pid_file.read_text()))
     assert "still_running" not in result.metadata
+
+
+async def test_r11_5_process_stage_is_killed_when_the_grace_period_runs_out(fifo: Path) -> None:
+    handler = functools.partial(pid_then_sleep, str(fifo))
+    pipeline = make_pipeline(
+        st("crunch", handler, executor="process"), timeout=TimeoutConfig(grace_period_seconds=0.2)
+    )
+    pids: list[int] = []
+    async with executing(pipeline, limit=30) as run:
+        pids.append(await read_pid(fifo))
+        pipeline.cancel()
+    assert run.returned.stage_results["crunch"].status is StageStatus.CANCELLED
+    assert gone(pids[0])
+
+
+async def test_r11_3_cooperative_process_stage_ends_cancelled_within_the_grace_period(
+    fifo: Path,
+) -> None:
+    handler = functools.partial(pid_then_cooperate, str(fifo))
+    pipeline = make_pipeline(
+        st("crunch", handler, executor="process"), timeout=TimeoutConfig(grace_period_seconds=60)
+    )
+    # Were it not to cooperate, it would be killed only after 60 s: far past the limit.
+    async with executing(pipeline, limit=30) as run:
+        await read_pid(fifo)
+        pipeline.cancel()
+    assert run.returned.stage_results["crunch"].status is StageStatus.CANCELLED
 
 
 async def test_r11_6_sigkill_mid_task_fails_the_attempt_and_the_retry_completes(

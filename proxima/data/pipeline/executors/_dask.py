@@ -149,7 +149,7 @@ def _connect(executor: DaskExecutor, owned: list[Any]) -> Any:
         client = distributed.Client(executor.address)
         owned.append(client)
         return client
-    import dask
+    import dask.config
 
     # A worker that dies under a task fails the attempt at once (R11.6):
     # the pipeline's retry config decides what happens next, not Dask's.

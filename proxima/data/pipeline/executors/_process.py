@@ -147,6 +147,19 @@ class _Worker:
         return f"exited with code {code} (os._exit, sys.exit or a crash in native code)"
 
 
+async def _spawn() -> anyio.abc.Process:
+    """A new worker process. Shielded: a cancellation here would lose the
+    process; it lands at the next step instead, which kills the worker."""
+    with anyio.CancelScope(shield=True):
+        return await anyio.open_process(
+            [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover - for the type checkers
+
+
 class _Snapshot:
     """The caller's state as the attempt started, served to the worker's
     stand-in one value at a time (R11.4)."""
@@ -207,16 +220,7 @@ class _ProcessSession:
             if worker.process.returncode is None:
                 return worker
             await self._drop(worker)
-        # Shielded: a cancellation here would lose the process; it lands at
-        # the next step instead, which kills the worker.
-        with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-            )
-        worker = _Worker(process)
+        worker = _Worker(await _spawn())
         self._all.add(worker)
         return worker
 

@@ -236,17 +236,18 @@ class SnapshotSource:
         self.live_cancellation: Any = None
 
     def value(self, key: Any) -> Any:
-        entry = self._data.get(key, _MISSING)
-        if entry is _MISSING:
+        if key not in self._data:
             return _MISSING
-        return self._load(entry, f"ctx.get({key!r})")
+        return self._load(self._data[key], f"ctx.get({key!r})")
 
     def keys(self) -> list[Any]:
         return list(self._data)
 
     def stage_result(self, stage_id: str) -> Any:
         entry = self._finished.get(stage_id)
-        return None if entry is None else self._load(entry, f"ctx.get_stage_result({stage_id!r})")
+        if entry is None:
+            return None
+        return self._load(entry, f"ctx.get_stage_result({stage_id!r})")
 
     def cancellation(self) -> CancellationReason | None:
         live = self.live_cancellation
