@@ -168,6 +168,20 @@ def test_r8_5_library_error_messages_survive_odd_values() -> None:
     assert "timed out" in str(PipelineTimeoutException(None))  # type: ignore[arg-type]
 
 
+async def test_r8_5_handler_raising_an_exception_whose_str_raises_fails_the_stage() -> None:
+    async def raises_bad_str(ctx: PipelineContext, _: Any) -> None:
+        raise BadStr()
+
+    result = await make_pipeline(st("bad", raises_bad_str), st("after", ok, ["bad"])).execute()
+    bad = result.stage_results["bad"]
+    assert bad.status is StageStatus.FAILED
+    assert isinstance(bad.exception, BadStr)
+    assert bad.error is not None
+    assert bad.error.startswith("BadStr (str() failed")
+    assert result.stage_results["after"].status is StageStatus.SKIPPED
+    assert "BadStr" in json.dumps(result.to_dict())
+
+
 async def test_r4_7_with_retry_survives_an_exception_whose_str_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
