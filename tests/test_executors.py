@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -538,6 +539,43 @@ async def test_r11_6_os_exit_fails_the_call_with_its_exit_code() -> None:
     async with ProcessExecutor().session() as session:
         with pytest.raises(WorkerLostError, match=r"stage 'quit'.*exited with code 7"):
             await run_call(session, call_of(functools.partial(exits, 7), stage_id="quit"))
+
+
+ORPHAN_CALLER = """
+import os, sys, time
+from proxima.data.pipeline import Pipeline, Stage
+
+def hold(ctx, _):
+    print("WORKER", os.getpid(), file=sys.stderr, flush=True)  # a worker's prints: stderr
+    time.sleep(120)
+
+pipeline = Pipeline()
+pipeline.add_stage(Stage(stage_id="hold", name="Hold", handler=hold, executor="process"))
+pipeline.run_sync()
+"""
+
+
+def test_r11_8_workers_of_a_caller_killed_outright_exit_on_their_own() -> None:
+    caller = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_CALLER], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert caller.stderr is not None
+        line = caller.stderr.readline()
+        assert line.startswith("WORKER "), line
+        worker = int(line.split()[1])
+        pidfd = os.pidfd_open(worker)
+    finally:
+        caller.kill()
+        caller.wait()
+        if caller.stderr is not None:
+            caller.stderr.close()
+    try:
+        # The worker notices within about a second that its caller is gone.
+        readable, _, _ = select.select([pidfd], [], [], 20)
+    finally:
+        os.close(pidfd)
+    assert readable, "the orphaned worker is still running"
 
 
 async def test_r11_8_workers_are_reused_bounded_and_ended_with_the_session() -> None:

@@ -18,6 +18,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._model.enums import CancellationReason
@@ -177,9 +178,23 @@ class RemoteSource:
         return loads(answer[1])
 
 
+def _exit_with_the_caller(caller: int) -> None:
+    """(A daemon thread.) A caller killed outright (SIGKILL) cannot kill its
+    workers: each notices within a second that it was orphaned, and exits,
+    rather than run its handler to the end for nobody."""
+    while os.getppid() == caller:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def main() -> None:
     """Serve calls until the session closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watch = threading.Thread(
+        target=_exit_with_the_caller, args=(os.getppid(),), name="proxima-orphan-watch"
+    )
+    watch.daemon = True
+    watch.start()
     reader = os.fdopen(os.dup(0), "rb")
     writer = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDONLY)
