@@ -605,6 +605,7 @@ async def test_regression_r5_2_swallowed_forced_cancellation_still_ends_cancelle
             await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             return "swallowed"
+        raise AssertionError("sleep_forever() returned")
 
     pipeline = make([track.stage("swallower", swallower), track.stage("stopper", stopper(started))])
     with anyio.fail_after(PROMPT):

@@ -416,7 +416,7 @@ def test_r8_builder_flags_do_not_touch_other_fields() -> None:
     assert builder.config.continue_on_error is False
 
 
-BUILDER_BAD = [
+BUILDER_BAD: list[tuple[str, dict[str, Any], str, Any]] = [
     ("with_retry", {"max_retries": -1}, "max_retries", -1),
     ("with_retry", {"initial_delay": NAN}, "initial_delay", NAN),
     ("with_retry", {"max_delay": -5.0}, "max_delay", -5.0),

@@ -142,7 +142,9 @@ def check_pages(folder: Path, pages: list[str]) -> tuple[dict[str, Report], list
     Returns a report per page and the requests the server failed to answer.
     """
     assert CHROMIUM is not None
-    handler = type("Handler", (ProbingHandler,), {"errors": [], "pages": pages})
+    handler: type[ProbingHandler] = type(
+        "Handler", (ProbingHandler,), {"errors": [], "pages": pages}
+    )
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), partial(handler, directory=str(folder))
     )

@@ -114,6 +114,7 @@ async def test_r2_5_each_state_change_is_an_event() -> None:
     assert last.duration_ms == result.duration_ms
     for event in events:
         if event.kind is FINISHED:
+            assert event.stage_id is not None
             assert event.stage_result is result.stage_results[event.stage_id]
             assert event.duration_ms == event.stage_result.duration_ms
             assert event.error is None
@@ -853,7 +854,7 @@ class _Counter:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.kinds: list[EventKind] = []
-        real = _events.PipelineEvent
+        real: type[PipelineEvent] = vars(_events)["PipelineEvent"]
 
         def build(kind: EventKind, *args: Any, **kwargs: Any) -> PipelineEvent:
             self.kinds.append(kind)

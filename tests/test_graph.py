@@ -167,7 +167,7 @@ def test_r8_3_validate_reports_two_stage_cycle() -> None:
 def test_r8_3_validate_accepts_valid_graph_and_returns_none() -> None:
     rec = Recorder()
     pipeline = Pipeline().add_stages([rec.stage("a"), rec.stage("b", "a"), rec.stage("c", "a")])
-    assert pipeline.validate() is None
+    assert pipeline.validate() is None  # type: ignore[func-returns-value]
 
 
 def test_r8_3_validate_sees_stages_added_after_a_successful_validate() -> None:

@@ -86,7 +86,7 @@ async def test_r10_1_status_paused_while_paused_then_running_again() -> None:
         await started.wait()
         assert pipeline.status is PipelineStatus.RUNNING
         pipeline.pause()
-        assert pipeline.status is PipelineStatus.PAUSED
+        assert pipeline.status is PipelineStatus.PAUSED  # type: ignore[comparison-overlap]
         assert pipeline.is_running
         pipeline.resume()
         assert pipeline.status is PipelineStatus.RUNNING
@@ -116,7 +116,7 @@ async def test_r10_1_status_stays_running_through_a_stop_until_it_completes(paus
         assert pipeline.is_running
         assert pipeline.result is None
         go.set()
-    assert pipeline.status is PipelineStatus.CANCELLED
+    assert pipeline.status is PipelineStatus.CANCELLED  # type: ignore[comparison-overlap]
     assert not pipeline.is_running
 
 

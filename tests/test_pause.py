@@ -37,7 +37,7 @@ async def test_r9_1_pause_holds_new_stages_while_running_ones_go_on() -> None:
         await started.wait()
         assert pipeline.status is PipelineStatus.RUNNING
         pipeline.pause()
-        assert pipeline.status is PipelineStatus.PAUSED
+        assert pipeline.status is PipelineStatus.PAUSED  # type: ignore[comparison-overlap]
         go.set()  # the running stage goes on and finishes
         await anyio.wait_all_tasks_blocked()
         assert calls == ["a"]
@@ -141,7 +141,7 @@ async def test_r9_1_pause_and_resume_while_idle_do_nothing() -> None:
     assert calls == ["a", "b"]
 
     pipeline.pause()
-    assert pipeline.status is PipelineStatus.COMPLETED
+    assert pipeline.status is PipelineStatus.COMPLETED  # type: ignore[comparison-overlap]
     pipeline.resume()
     assert pipeline.status is PipelineStatus.COMPLETED
     assert pipeline.result is first

@@ -352,7 +352,7 @@ def _scenario(name: str) -> tuple[Pipeline, type[PipelineException], Callable[[A
         )
     assert name == "critical_only_skipped"
 
-    def check(exc: Any) -> None:
+    def check_skipped(exc: Any) -> None:
         assert exc.stage_id == "needs_opt"
         assert exc.failed_dependency == "opt"
 
@@ -363,7 +363,7 @@ def _scenario(name: str) -> tuple[Pipeline, type[PipelineException], Callable[[A
             st("ok", returns(2)),
         ),
         DependencyFailedException,
-        check,
+        check_skipped,
     )
 
 
@@ -412,7 +412,7 @@ async def test_r7_4_completed_run_does_not_raise() -> None:
     pipeline = make_pipeline(st("a", returns(1)))
     result = await pipeline.execute(raise_on_failure=True)
     assert result.status is PipelineStatus.COMPLETED
-    assert result.raise_for_status() is None
+    assert result.raise_for_status() is None  # type: ignore[func-returns-value]
 
 
 async def test_r7_4_the_stage_that_failed_first_in_time_wins() -> None:
