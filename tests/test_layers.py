@@ -13,8 +13,9 @@ lists in ``MAY_IMPORT``; see docs/design.md):
 - ``graph`` (``_graph.py``): validation and the plan;
 - ``executors``, ``store``, ``observe``: siblings that never import each
   other, the engine or the facade (executors need the model only);
-- ``engine`` (``_engine/``): the run; the only place, with the executors,
-  that opens task groups;
+- ``engine`` (``_engine/``): the run; the only part of the library, with the
+  executors, that opens task groups (the command line, an application on top,
+  opens one for its Ctrl-C watcher);
 - ``facade`` (``_facade/``): ``Pipeline``, ``PipelineBuilder``, ``with_retry``;
 - ``api`` (``proxima/data/pipeline/__init__.py``): the public re-exports;
 - ``cli`` (``proxima/cli/``, ``proxima/__main__.py``): on top of everything.
@@ -272,7 +273,7 @@ def wrong_way(modules: Iterable[Module], type_only: bool) -> tuple[list[str], se
 
 
 def task_group_openers(modules: Iterable[Module]) -> list[str]:
-    """Where a task group is opened outside the engine and the executors."""
+    """Where a task group is opened outside the engine, the executors and the CLI."""
     problems = []
     for module in modules:
         if layer_of(module.name) in _TASK_GROUP_LAYERS:
@@ -288,8 +289,8 @@ def task_group_openers(modules: Iterable[Module]) -> list[str]:
             if name in _TASK_GROUP_CALLS:
                 line = getattr(node, "lineno", "?")
                 problems.append(
-                    f"{shown_path(module)} uses {name} (line {line}): only the engine "
-                    "and the executors open task groups"
+                    f"{shown_path(module)} uses {name} (line {line}): only the engine, "
+                    "the executors and the command line open task groups"
                 )
     return problems
 
@@ -478,8 +479,8 @@ def test_checker_finds_anyio_in_the_model_and_task_groups_elsewhere(tmp_path: Pa
         "import anyio or a backend"
     ]
     assert task_group_openers(modules) == [
-        "_facade/y.py uses create_task_group (line 3): only the engine and the executors "
-        "open task groups"
+        "_facade/y.py uses create_task_group (line 3): only the engine, the executors and "
+        "the command line open task groups"
     ]
 
 
