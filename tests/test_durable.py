@@ -441,7 +441,8 @@ def flow(tmp_path: pathlib.Path) -> Iterator[Any]:
     sys.path.insert(0, str(tmp_path))
     sys.modules.pop("flow", None)
     try:
-        import flow as module  # the same file as the children's: the same code versions
+        # the same file as the children's: the same code versions
+        import flow as module  # type: ignore[import-not-found]
 
         yield module
     finally:
