@@ -28,13 +28,14 @@ __all__ = ["Durable"]
 class Durable:
     """One run's side of a store (see the module docstring)."""
 
-    __slots__ = ("_journal", "_pending", "_resume", "_store", "restored")
+    __slots__ = ("_journal", "_pending", "_resume", "_store", "_writing", "restored")
 
     def __init__(self, store: Store, resume: str | None) -> None:
         self._store = store
         self._resume = resume
         self._journal: RunJournal | None = None
         self._pending: collections.deque[StageState] = collections.deque()
+        self._writing = anyio.Lock()
         #: Stage id -> the stored value that stands in for it this run.
         self.restored: dict[str, Restored] = {}
 
@@ -86,10 +87,13 @@ class Durable:
         pending = self._pending
         if journal is None or not pending:
             return
-        records = [(state.final, state.key) for state in pending]
-        await journal.record_stages(records)  # type: ignore[arg-type]  # final is set
-        for _ in records:  # only now: a write cut short is written again at the end
-            pending.popleft()
+        async with self._writing:  # one write at a time; a later one takes what is left
+            if not pending:
+                return
+            records = [(state.final, state.key) for state in pending]
+            await journal.record_stages(records)  # type: ignore[arg-type]  # final is set
+            for _ in records:  # only now: a write cut short is written again at the end
+                pending.popleft()
 
     async def finish(self, result: PipelineResult) -> None:
         """The rest of the records and the run's end, whatever ended it."""

@@ -1,12 +1,15 @@
-"""One run of a plan: supervision, scheduling and the stop sequence.
+"""One run of a plan: supervision, attempt tasks and the stop sequence.
 
 The parts, each with one job: :class:`~.slots.Slots` hands out attempt
-slots (R2.2, R12), :func:`~.attempt.attempt` makes one handler call and
-returns an :class:`~.attempt.Outcome`, :meth:`Run._apply` applies it (the
-one place that decides retry, failure, stop, dependents), the
-:class:`~.stop.StopState` knows who stopped the run, the
-:class:`~.ledger.Ledger` writes every terminal record and the result, and
-:class:`~.cleanup.Cleanup` runs the cleanups after a stop (R5.4).
+slots (R2.2, R12); :class:`~.flow.Flow` moves stages downstream (inputs,
+readiness, skips, restores); :func:`~.attempt.attempt` makes one handler
+call through the stage's executor and returns an
+:class:`~.attempt.Outcome`; :func:`~.outcomes.apply` decides what follows
+from it; :class:`~.stop.StopState` knows who stopped the run; the
+:class:`~.ledger.Ledger` writes every terminal record and the result;
+:class:`~.cleanup.Cleanup` runs the cleanups after a stop (R5.4);
+:func:`~.ending.finish` ends the run; :class:`~.durable.Durable` is the
+store's side (R13).
 
 The task that calls :meth:`Run.execute` supervises: it waits for the run to
 finish, for a stop (to time the grace period), for the pipeline deadline or
@@ -22,27 +25,29 @@ import contextvars
 import math
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from .._graph import Plan
 from .._model.config import PipelineConfig
 from .._model.enums import CancellationReason, PipelineStatus, StageStatus
-from .._model.errors import DependencyFailedException
 from .._model.events import EventKind, Listener
 from .._model.results import PipelineResult
-from .._model.text import describe
+from ..executors.base import ExecutorSession
 from ..store.base import Store
-from .attempt import Outcome, OutcomeKind, attempt
+from .attempt import attempt
 from .cleanup import Cleanup
 from .context import PipelineContext
 from .durable import Durable
 from .emitter import Emitter
+from .ending import finish
+from .flow import Flow
 from .ledger import Ledger
-from .sessions import open_sessions, still_running
+from .outcomes import apply
+from .sessions import open_sessions
 from .slots import Slots
 from .state import StageState
 from .stop import Origin, StopState
@@ -54,7 +59,6 @@ __all__ = ["Run"]
 
 _perf = time.perf_counter
 _wall = time.time
-_QUEUED = StageStatus.QUEUED
 
 
 class Run:
@@ -78,23 +82,23 @@ class Run:
         self.states = [StageState(i, plan, config) for i in range(len(plan))]
         self.stop = StopState()
         self.emitter = Emitter(ctx.pipeline_id, config.name, [] if listeners is None else listeners)
-        self.emitter.on_fatal = self._die
+        self.emitter.on_fatal = self.die
         self.ledger = Ledger(self.states, ctx, self.emitter, metrics=config.collect_metrics)
         self.slots = Slots(self.states, config.concurrency_limit, config.tag_limits)
+        self.flow = Flow(plan, self.states, self.ledger, self.slots, self.emitter)
         self.cleanup = Cleanup(ctx, self.emitter, config.timeout.cleanup_timeout_seconds)
+        self.durable = None if store is None else Durable(store, resume)
+        if self.durable is not None:
+            self.ledger.on_end = self.durable.ended
         #: Stages in the order of their first attempt, for cleanup (R5.4).
         self.started: list[StageState] = []
+        self.start_wall = 0.0
+        self.result: PipelineResult | None = None
         self._delaying: set[StageState] = set()
         self._alive = 0  # tasks: attempts plus retry delays
         self._root = contextvars.copy_context()
         self._tg: anyio.abc.TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
-        self._start_wall = 0.0
-        self._durable = None if store is None else Durable(store, resume)
-        if self._durable is not None:
-            self.ledger.on_end = self._durable.ended
-        self._restoring: list[StageState] = []
-        self.result: PipelineResult | None = None
 
     # -- live state (R2.5, R10.1) -----------------------------------------------------------------
     @property
@@ -108,7 +112,7 @@ class Run:
 
     # -- RunControl: signals from the context, on the loop's thread -------------------------------
     def on_cancel(self, reason: CancellationReason) -> None:
-        self._stop(Origin.USER, reason)
+        self.stop_run(Origin.USER, reason)
 
     def on_pause(self) -> None:
         self.emitter.emit(EventKind.RUN_PAUSED, status=PipelineStatus.PAUSED)
@@ -124,21 +128,23 @@ class Run:
     # -- the supervising task ---------------------------------------------------------------------
     async def execute(self) -> PipelineResult:
         """Run to the end. Raises only the caller's cancellation or a
-        ``BaseException`` that escaped a stage, both after cleanup."""
-        self._start_wall = _wall()
+        ``BaseException`` that escaped a stage, both after cleanup; before
+        any stage runs, what opening an executor or the store raises."""
+        self.start_wall = _wall()
         async with contextlib.AsyncExitStack() as resources:
             sessions = await open_sessions(self.states, self.config, resources)
-            if self._durable is not None:
-                await self._durable.open(
+            if self.durable is not None:
+                await self.durable.open(
                     self.plan,
                     self.states,
                     name=self.config.name,
-                    started_at=self._start_wall,
+                    started_at=self.start_wall,
                     initial_input=self._initial_input,
                 )
+                self.flow.restored = self.durable.restored
             return await self._supervised(sessions)
 
-    async def _supervised(self, sessions: list[Any]) -> PipelineResult:
+    async def _supervised(self, sessions: Sequence[ExecutorSession]) -> PipelineResult:
         ctx = self.ctx
         timeouts = self.config.timeout
         limit = timeouts.pipeline_timeout_seconds
@@ -149,21 +155,24 @@ class Run:
             ctx._attach(self)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                self._queue_roots()
+                self.flow.queue_roots(self._initial_input)
+                self._fill()
+                self._check_finished()
                 await self._supervise(deadline, timeouts.grace_period_seconds)
         except anyio.get_cancelled_exc_class():
-            self._stop(Origin.EXTERNAL, CancellationReason.EXTERNAL)
-            await self._finish(sessions)
+            self.stop_run(Origin.EXTERNAL, CancellationReason.EXTERNAL)
+            await finish(self, sessions)
             raise
         except BaseException as exc:
             # KeyboardInterrupt delivered to this task (trio's Ctrl-C) comes
             # out of the task group wrapped in a group: unwrap it (R1.4).
-            self._die(_first_real_error(exc))
+            self.die(_first_real_error(exc))
         finally:
             ctx._detach()
-        return await self._finish(sessions)
+        return await finish(self, sessions)
 
     async def _supervise(self, deadline: float, grace: float | None) -> None:
+        """Wait for the end, the deadline, a stop's grace period, or signals."""
         stop = self.stop
         grace_end: float | None = None
         while not stop.finished:
@@ -178,7 +187,7 @@ class Run:
             now = anyio.current_time()
             if not stop.stopping:
                 if now >= deadline:
-                    self._stop(Origin.TIMEOUT, CancellationReason.TIMEOUT)
+                    self.stop_run(Origin.TIMEOUT, CancellationReason.TIMEOUT)
                 else:
                     self._fill()
             if stop.stopping and not stop.finished:
@@ -186,50 +195,10 @@ class Run:
                     # A stop is under way: running attempts get the grace period.
                     grace_end = math.inf if grace is None else now + grace
                 elif now >= grace_end:
-                    stop.forced = True
-                    assert self._tg is not None
-                    self._tg.cancel_scope.cancel()
+                    self._force()
                     return
 
-    # -- scheduling -------------------------------------------------------------------------------
-    def _queue_roots(self) -> None:
-        now = _perf()
-        roots = [state for state in self.states if state.waiting == 0]
-        for state in roots:
-            state.input = self._initial_input
-            self._make_ready(state, now)
-        if self._restoring:
-            self._restore_ready()
-        self._fill()
-        self._check_finished()
-
-    def _make_ready(self, state: StageState, now: float) -> None:
-        if self._durable is not None and state.stage.stage_id in self._durable.restored:
-            self._restoring.append(state)  # no slot, no attempt: its stored value stands in
-            return
-        state.status = _QUEUED
-        state.ready_at = now
-        self.slots.push(state)
-        if self.emitter.verbose:
-            self._emit_queued(state)
-
-    def _restore_ready(self) -> None:
-        """Complete the ready stages a store restores (R13.3), and those they
-        make ready in turn: a loop, not recursion, for long chains."""
-        restoring = self._restoring
-        assert self._durable is not None
-        while restoring:
-            state = restoring.pop()
-            stored = self._durable.restored[state.stage.stage_id]
-            self.ledger.end(
-                state,
-                StageStatus.COMPLETED,
-                None,
-                stored.value,
-                restored_from=stored.from_run_id,
-            )
-            self._release_dependents(state)
-
+    # -- attempt and retry tasks ------------------------------------------------------------------
     def _fill(self) -> None:
         """Hand free slots to ready stages, one task per attempt."""
         ctx = self.ctx
@@ -242,43 +211,16 @@ class Run:
             self._alive += 1
             run_in_root(spawn, self._attempt_task, state)
 
-    def _check_finished(self) -> None:
-        stop = self.stop
-        if self._alive == 0 and (stop.stopping or not self.slots) and not stop.finished:
-            stop.finished = True
-            self.wake()
+    def retry_later(self, state: StageState, delay: float) -> None:
+        """Start waiting out ``state``'s retry delay, without a slot (R2.3)."""
+        self._alive += 1
+        self._delaying.add(state)
+        self._root.run(self._tg.start_soon, self._retry_task, state, delay)  # type: ignore[union-attr]
 
-    def _release_dependents(self, state: StageState) -> None:
-        plan = self.plan
-        states = self.states
-        now = _perf()
-        for position in plan.dependents[state.position]:
-            dependent = states[position]
-            dependent.waiting -= 1
-            if dependent.waiting == 0:
-                deps = plan.dependencies[position]
-                if len(deps) == 1:
-                    dependent.input = state.final.result  # type: ignore[union-attr]
-                else:
-                    dependent.input = {
-                        states[d].stage.stage_id: states[d].final.result  # type: ignore[union-attr]
-                        for d in deps
-                    }
-                self._make_ready(dependent, now)
-
-    def _emit_queued(self, state: StageState) -> None:
-        self.emitter.emit(
-            EventKind.STAGE_QUEUED,
-            stage_id=state.stage.stage_id,
-            attempt=state.attempts + 1,
-            status=_QUEUED,
-        )
-
-    # -- tasks ------------------------------------------------------------------------------------
     async def _attempt_task(self, state: StageState) -> None:
         """One attempt; its slot and its task count are given back here only."""
         try:
-            await self._apply(state, await attempt(self, state))
+            await apply(self, state, await attempt(self, state))
         except anyio.get_cancelled_exc_class():
             self.ledger.cancelled(state)
             raise
@@ -287,7 +229,7 @@ class Run:
             self._task_done()
 
     async def _retry_task(self, state: StageState, delay: float) -> None:
-        """Wait out a retry delay without a slot, then re-queue (R2.3, R4.6)."""
+        """Wait out a retry delay, then re-queue (R4.6: a stop ends it at once)."""
         began = _perf()
         try:
             try:
@@ -302,7 +244,7 @@ class Run:
             if self.stop.stopping:
                 self.ledger.cancelled(state)
             else:
-                self._make_ready(state, _perf())
+                self.flow.requeue(state)
         except anyio.get_cancelled_exc_class():
             # The caller's cancellation or a forced stop: not our scope's.
             self.ledger.cancelled(state)
@@ -316,86 +258,14 @@ class Run:
         if self._alive == 0:
             self._check_finished()
 
-    # -- applying an outcome: the one place that decides what comes next --------------------------
-    async def _apply(self, state: StageState, outcome: Outcome) -> None:
-        kind = outcome.kind
-        ledger = self.ledger
-        if kind is OutcomeKind.COMPLETED:
-            ledger.end(state, StageStatus.COMPLETED, None, outcome.value)
-            if self._durable is not None:
-                await self._durable.flush()  # committed before any dependent starts (R13.2)
-            self._release_dependents(state)
-            if self._restoring:
-                self._restore_ready()
-        elif kind is OutcomeKind.DEFERRED:
-            self.slots.push(state)  # still QUEUED: resume refills
-        elif kind is OutcomeKind.NOT_STARTED or kind is OutcomeKind.CANCELLED:
-            ledger.end(state, StageStatus.CANCELLED, ledger.cancel_record())
-        elif kind is OutcomeKind.USER_STOP:
-            # A stage stopping the run on its own is a user stop (R5.1, R5.3).
-            error = outcome.error
-            ledger.end(state, StageStatus.CANCELLED, error)
-            self._stop(Origin.USER, error.reason)  # type: ignore[union-attr]
-        elif kind is OutcomeKind.FATAL:
-            # R5.6: FAILED with it, dependents SKIPPED, everything else cancelled now.
-            assert outcome.error is not None
-            ledger.end(state, StageStatus.FAILED, outcome.error)
-            self._skip_dependents(state)
-            self._die(outcome.error)
-        else:
-            self._failed(state, outcome)
-
-    def _failed(self, state: StageState, outcome: Outcome) -> None:
-        """A failed or timed-out attempt: retry it, or end the stage (R4, R6)."""
-        failure = outcome.error
-        assert failure is not None
-        timed_out = outcome.kind is OutcomeKind.TIMED_OUT
-        tried = state.attempts
-        if not self.stop.stopping and state.retry.should_retry(
-            None if timed_out else failure, attempt=tried
-        ):
-            delay = state.retry.get_delay(tried - 1)
-            state.status = StageStatus.RETRYING
-            self.emitter.emit(
-                EventKind.STAGE_RETRYING,
-                stage_id=state.stage.stage_id,
-                attempt=tried,
-                status=StageStatus.RETRYING,
-                delay=delay,
-                error=describe(failure),
-                exception=failure,
-            )
-            if delay > 0:
-                self._alive += 1
-                self._delaying.add(state)
-                self._root.run(self._tg.start_soon, self._retry_task, state, delay)  # type: ignore[union-attr]
-            else:
-                self._make_ready(state, _perf())
-            return
-        self.ledger.end(state, StageStatus.TIMED_OUT if timed_out else StageStatus.FAILED, failure)
-        self._skip_dependents(state)
-        if state.stage.critical and not self.config.continue_on_error:
-            self._stop(Origin.FAILURE, CancellationReason.ERROR)
-
-    def _skip_dependents(self, state: StageState) -> None:
-        """Every stage downstream of ``state`` that has not started ends
-        SKIPPED, blaming ``state`` (R6.2, R5.3); each is visited at most once."""
-        root = state.stage.stage_id
-        plan = self.plan
-        states = self.states
-        todo = list(plan.dependents[state.position])
-        while todo:
-            dependent = states[todo.pop()]
-            if dependent.status is StageStatus.PENDING:
-                self.ledger.end(
-                    dependent,
-                    StageStatus.SKIPPED,
-                    DependencyFailedException(dependent.stage.stage_id, root),
-                )
-                todo.extend(plan.dependents[dependent.position])
+    def _check_finished(self) -> None:
+        stop = self.stop
+        if self._alive == 0 and (stop.stopping or not self.slots) and not stop.finished:
+            stop.finished = True
+            self.wake()
 
     # -- stopping ---------------------------------------------------------------------------------
-    def _stop(self, origin: Origin, reason: CancellationReason) -> None:
+    def stop_run(self, origin: Origin, reason: CancellationReason) -> None:
         """Begin the stop sequence (R5.2). The first stop wins, except that the
         caller's cancellation takes over a stop already under way (R5.6)."""
         first = not self.stop.stopping
@@ -410,72 +280,18 @@ class Run:
             self.wake()
             self._check_finished()
 
-    def _die(self, exc: BaseException) -> None:
+    def die(self, exc: BaseException) -> None:
         """A ``KeyboardInterrupt`` or the like: cancel everything now (R5.6)."""
         self.stop.record_fatal(exc)
-        self._stop(Origin.EXTERNAL, CancellationReason.EXTERNAL)
+        self.stop_run(Origin.EXTERNAL, CancellationReason.EXTERNAL)
+        self._force()
+
+    def _force(self) -> None:
+        """No grace left: cancel the task group's scope, and with it every
+        attempt and retry delay (R5.2)."""
         if self._tg is not None:
             self.stop.forced = True
             self._tg.cancel_scope.cancel()
-
-    # -- the end ----------------------------------------------------------------------------------
-    async def _finish(self, sessions: list[Any]) -> PipelineResult:
-        """Cleanup after a stop (R5.4), then the result (R6.3, R7.1); then
-        re-raise what must be re-raised, after the result is recorded."""
-        interrupted: BaseException | None = None
-        if self.stop.origin is not None and self.config.cleanup_on_cancel:
-            interrupted = await self.cleanup.run(self.started)
-            if interrupted is None:
-                interrupted = await _cancellation_pending()
-        if interrupted is not None:
-            self.stop.begin(Origin.EXTERNAL)  # the caller's cancellation takes over (R5.6)
-        result = self.ledger.result(
-            name=self.config.name,
-            origin=self.stop.origin,
-            start_wall=self._start_wall,
-            metadata=self._metadata(sessions),
-            run_id=None if self._durable is None else self._durable.run_id,
-        )
-        if self._durable is not None:
-            await self._durable.finish(result)
-        self.result = result
-        self.emitter.emit(
-            EventKind.RUN_FINISHED,
-            status=result.status,
-            reason=result.cancellation_reason,
-            duration_ms=result.duration_ms,
-            pipeline_result=result,
-        )
-        fatal = self.stop.fatal or self.cleanup.fatal
-        if fatal is not None:
-            raise fatal
-        if interrupted is not None:
-            raise interrupted
-        return result
-
-    def _metadata(self, sessions: list[Any]) -> dict[str, Any]:
-        metadata: dict[str, Any] = {}
-        if self.stop.origin is Origin.TIMEOUT:
-            metadata["pipeline_timeout_seconds"] = self.config.timeout.pipeline_timeout_seconds
-        if self.cleanup.log:
-            metadata["cleanup"] = self.cleanup.log
-        if self.cleanup.errors:
-            metadata["cleanup_errors"] = self.cleanup.errors
-        if self.ctx.metrics:
-            metadata["metrics"] = dict(self.ctx.metrics)
-        leftovers = still_running(sessions)
-        if leftovers:
-            metadata["still_running"] = leftovers
-        return metadata
-
-
-async def _cancellation_pending() -> BaseException | None:
-    """The caller's cancellation, if it arrived while cleanup was shielded (R5.6)."""
-    try:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-    except anyio.get_cancelled_exc_class() as exc:
-        return exc
-    return None
 
 
 def _first_real_error(exc: BaseException) -> BaseException:
