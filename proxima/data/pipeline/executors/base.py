@@ -41,9 +41,13 @@ class ContextLike(Protocol):
     def set(self, key: str, value: Any) -> None: ...
 
 
-@attrs.frozen
+@attrs.define(slots=True, eq=False)
 class StageCall:
-    """One attempt's handler call, as the engine hands it to an executor."""
+    """One attempt's handler call, as the engine hands it to an executor.
+
+    Built once per attempt, on the hot path: a plain slotted record (not
+    frozen, whose ``__init__`` costs a guarded setattr per field). Treat it
+    as read-only."""
 
     #: The stage's id, for error messages ("stage 'load': ...").
     stage_id: str
