@@ -21,8 +21,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import executors, pool, store
+from ._library import LIBRARY_ENV
 from .baseline import self_check
-from .measure import BACKENDS, backend_run, describe, run_case
+from .measure import BACKENDS, VARIANTS, backend_run, describe, run_case
 from .report import evaluate, render, scaling
 from .shapes import SHAPES
 
@@ -35,8 +37,12 @@ QUICK_SIZES = (100, 1_000, 10_000)
 #: Timed runs per side, by size (median taken); small graphs are noisier.
 FULL_REPEATS = {100: 21, 1_000: 9, 10_000: 5, 100_000: 3}
 QUICK_REPEATS = {100: 11, 1_000: 5, 10_000: 3, 100_000: 1}
+#: With --quick, the no-timeout variant runs only from this size on.
+QUICK_VARIANT_MIN_SIZE = 10_000
 CANCEL_STAGES = 1_000
 CANCEL_GRACE = (0.0, 0.1)
+#: The suites, in the order they run; ``--suite`` picks some.
+SUITES = ("dag", "pool", "executors", "store")
 
 
 def _csv(kind: type, choices: Sequence[str] | None = None) -> Any:
@@ -70,6 +76,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="development mode: sizes up to 10 000, fewer runs (about a minute or two)",
+    )
+    parser.add_argument(
+        "--suite",
+        type=_csv(str, [*SUITES, "all"]),
+        default=["all"],
+        help="comma-separated: dag (DAG shapes, empty execute(), cancellation), pool (the "
+        "bounded fan-out of issue 10), executors (issue 11), store (issue 12); default: all",
+    )
+    parser.add_argument(
+        "--variants",
+        type=_csv(str, list(VARIANTS)),
+        default=list(VARIANTS),
+        help="DAG variants: default (300 s stage timeout on both sides), no-timeout (none; "
+        "retries off; the baseline opens no cancel scope); default: both",
+    )
+    parser.add_argument(
+        "--library",
+        type=Path,
+        default=None,
+        help="measure the library in this directory (one holding proxima/, e.g. a git "
+        f"worktree of an older commit) instead of the installed one; default: ${LIBRARY_ENV}, "
+        "else the first PYTHONPATH entry that holds proxima/",
     )
     parser.add_argument(
         "--shapes",
@@ -136,6 +164,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--fail-on-miss", action="store_true", help="exit with status 1 if a target is missed"
     )
     args = parser.parse_args(argv)
+    args.suite = list(SUITES) if "all" in args.suite else args.suite
+    if args.library is None and os.environ.get(LIBRARY_ENV):
+        args.library = Path(os.environ[LIBRARY_ENV])
+    if args.library is None:
+        args.library = _library_from_pythonpath()
+    if args.library is not None:
+        args.library = args.library.resolve()
+        if not (args.library / "proxima" / "__init__.py").is_file():
+            parser.error(f"--library {args.library}: no proxima/ package there")
+        if args.in_process:
+            parser.error("--library needs worker processes (leave out --in-process)")
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES if args.quick else FULL_SIZES)
     if args.only_dag:
@@ -145,30 +184,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def build_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The cases of one backend, in the order they run."""
+    cases: list[dict[str, Any]] = []
+    if "dag" in args.suite:
+        cases += dag_cases(args)
+    if "pool" in args.suite:
+        cases += pool.cases(quick=args.quick, repeats=args.repeats, variants=args.variants)
+    if "executors" in args.suite:
+        cases += executors.cases(quick=args.quick, repeats=args.repeats)
+    if "store" in args.suite:
+        cases += store.cases(quick=args.quick, repeats=args.repeats)
+    return cases
+
+
+def dag_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The DAG suite: the empty ``execute()``, every shape, size, parallelism
+    and variant, and the cancellation latency."""
     table = QUICK_REPEATS if args.quick else FULL_REPEATS
     cases: list[dict[str, Any]] = []
     if not args.no_empty:
         cases.append({"kind": "empty", "repeats": args.repeats or (100 if args.quick else 300)})
     for size in sorted(args.sizes):
         repeats = args.repeats or table.get(size, 3 if size < 100_000 else 1)
-        for shape in args.shapes:
-            for parallel in args.parallel:
-                memory = not args.no_memory and (
-                    size < 100_000
-                    or args.memory_all
-                    or (shape == "wide" and parallel != "unbounded")
-                )
-                cases.append(
-                    {
-                        "kind": "dag",
-                        "shape": shape,
-                        "size": size,
-                        "parallel": parallel,
-                        "repeats": repeats,
-                        "memory": memory,
-                        "gc": not args.no_gc,
-                    }
-                )
+        for variant in args.variants:
+            if args.quick and variant != "default" and size < QUICK_VARIANT_MIN_SIZE:
+                continue  # --quick: the no-timeout variant only where its targets are
+            for shape in args.shapes:
+                for parallel in args.parallel:
+                    memory = (
+                        not args.no_memory
+                        and (variant == "default" or not args.quick)
+                        and (
+                            size < 100_000
+                            or args.memory_all
+                            or (shape == "wide" and parallel != "unbounded")
+                        )
+                    )
+                    cases.append(
+                        {
+                            "kind": "dag",
+                            "shape": shape,
+                            "size": size,
+                            "parallel": parallel,
+                            "variant": variant,
+                            "repeats": repeats,
+                            "memory": memory,
+                            "gc": not args.no_gc,
+                        }
+                    )
     if not args.no_cancel:
         for grace in CANCEL_GRACE:
             cases.append(
@@ -182,22 +244,39 @@ def build_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
     return cases
 
 
+def _library_from_pythonpath() -> Path | None:
+    """The first ``PYTHONPATH`` entry that holds ``proxima/`` (not this tree)."""
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if not entry:
+            continue
+        path = Path(entry).resolve()
+        if path != ROOT and (path / "proxima" / "__init__.py").is_file():
+            return path
+    return None
+
+
 def run_backend(
-    backend: str, cases: list[dict[str, Any]], in_process: bool
-) -> list[dict[str, Any]]:
-    """All ``cases`` on ``backend``: in a worker process unless ``in_process``."""
+    backend: str, cases: list[dict[str, Any]], in_process: bool, library: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All ``cases`` on ``backend``, in a worker process unless ``in_process``;
+    the outcomes and where the measured library came from."""
     if in_process:
+        from .measure import library_info
+
         backend_run(backend, self_check)
         outcomes = []
         for case in cases:
             outcome = run_case(backend, case)
             print(describe(outcome), file=sys.stderr, flush=True)
             outcomes.append(outcome)
-        return outcomes
+        return outcomes, library_info()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop(LIBRARY_ENV, None)
+    if library is not None:
+        env[LIBRARY_ENV] = str(library)
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.measure", backend],
+        [sys.executable, "-m", "benchmarks.worker", backend],
         input=json.dumps(cases),
         stdout=subprocess.PIPE,
         text=True,
@@ -208,7 +287,8 @@ def run_backend(
     if proc.returncode != 0:
         raise SystemExit(f"the {backend} worker failed (exit status {proc.returncode})")
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    return [line for line in lines if line["kind"] != "loop"]
+    info: dict[str, Any] = next((line for line in lines if line["kind"] == "loop"), {})
+    return [line for line in lines if line["kind"] != "loop"], info.get("library", {})
 
 
 def _version(name: str) -> str | None:
@@ -265,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "commit": _git_commit(),
         "quick": args.quick,
+        "suites": args.suite,
+        "variants": args.variants,
         "backends": backends,
         "shapes": args.shapes,
         "sizes": sorted(args.sizes),
@@ -274,9 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     started = time.perf_counter()
     outcomes: list[dict[str, Any]] = []
+    libraries: dict[str, Any] = {}
     for backend in backends:
         print(f"== {backend}: {len(cases)} cases", file=sys.stderr, flush=True)
-        outcomes += run_backend(backend, cases, args.in_process)
+        ran, libraries[backend] = run_backend(backend, cases, args.in_process, args.library)
+        outcomes += ran
+    # Where the measured library came from (the same for every backend).
+    meta["library"] = next(iter(libraries.values()), {})
     meta["load_after"] = _load()
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
 

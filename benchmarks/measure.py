@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import json
 import statistics
+import subprocess
 import sys
 import time
+import traceback
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from cProfile import Profile
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +32,7 @@ from proxima.data.pipeline import (
     PipelineConfig,
     PipelineContext,
     PipelineStatus,
+    RetryConfig,
     Stage,
     TimeoutConfig,
 )
@@ -35,7 +40,7 @@ from proxima.data.pipeline import (
 from .baseline import BaselineRunner, self_check
 from .shapes import StageSpec, build_shape
 
-__all__ = ["BACKENDS", "backend_run", "main", "run_case"]
+__all__ = ["BACKENDS", "VARIANTS", "backend_run", "main", "run_case"]
 
 #: Backend name -> ``anyio.run`` keyword arguments.
 BACKENDS: dict[str, dict[str, Any]] = {
@@ -68,15 +73,32 @@ def library_stages(specs: Sequence[StageSpec], handler: Callable[..., Any] = noo
     ]
 
 
-def library_config(max_parallel: int, grace: float | None = None) -> PipelineConfig:
-    """Stage timeout left at its default (300 s: a cancel scope per attempt),
-    metrics on, as the targets require."""
-    if grace is None:
-        return PipelineConfig(max_parallel=max_parallel, collect_metrics=True)
+#: DAG variants: name -> the baseline's stage timeout. ``default`` keeps the
+#: library's defaults (a 300 s stage timeout, so one cancel scope per attempt
+#: on both sides; the default retries, which a no-op never uses);
+#: ``no-timeout`` has no stage timeout and retries off on the library side,
+#: and no cancel scope at all on the baseline side: the fixed per-stage costs
+#: show most there (issue 10).
+VARIANTS: dict[str, float | None] = {"default": 300.0, "no-timeout": None}
+
+
+def library_config(
+    max_parallel: int, grace: float | None = None, variant: str = "default"
+) -> PipelineConfig:
+    """Metrics on, as the targets require; the stage timeout and retries as
+    ``variant`` says (see :data:`VARIANTS`); ``grace`` for the cancel cases."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
+    limits: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
+    if variant == "default":
+        return PipelineConfig(
+            max_parallel=max_parallel, collect_metrics=True, timeout=TimeoutConfig(**limits)
+        )
     return PipelineConfig(
         max_parallel=max_parallel,
         collect_metrics=True,
-        timeout=TimeoutConfig(grace_period_seconds=grace),
+        retry=RetryConfig(max_retries=0),
+        timeout=TimeoutConfig(stage_timeout_seconds=None, **limits),
     )
 
 
@@ -117,8 +139,9 @@ async def _time_library(
     max_parallel: int,
     gc_on: bool = True,
     profiler: Profile | None = None,
+    variant: str = "default",
 ) -> Timing:
-    pipeline = Pipeline(library_config(max_parallel)).add_stages(stages)
+    pipeline = Pipeline(library_config(max_parallel, variant=variant)).add_stages(stages)
     with _collector(gc_on), _profiling(profiler):
         cpu, start = _cpu(), _perf()
         result = await pipeline.execute()
@@ -133,8 +156,11 @@ async def _time_baseline(
     max_parallel: int,
     gc_on: bool = True,
     profiler: Profile | None = None,
+    variant: str = "default",
+    handler: Callable[..., Any] = noop,
 ) -> Timing:
-    runner = BaselineRunner(specs, noop, max_parallel=max_parallel)
+    timeout = VARIANTS[variant]
+    runner = BaselineRunner(specs, handler, max_parallel=max_parallel, stage_timeout=timeout)
     with _collector(gc_on), _profiling(profiler):
         cpu, start = _cpu(), _perf()
         results = await runner.run()
@@ -165,6 +191,7 @@ async def dag_case(case: dict[str, Any]) -> dict[str, Any]:
     size: int = case["size"]
     max_parallel: int = size if case["parallel"] == "unbounded" else int(case["parallel"])
     repeats: int = case["repeats"]
+    variant: str = case.get("variant", "default")
 
     specs = build_shape(shape, size)
     stages = library_stages(specs)
@@ -172,8 +199,8 @@ async def dag_case(case: dict[str, Any]) -> dict[str, Any]:
     warm_specs = specs if size <= 1000 else build_shape(shape, 1000)
     warm_stages = stages if size <= 1000 else library_stages(warm_specs)
     warm_parallel = max_parallel if case["parallel"] != "unbounded" else len(warm_specs)
-    await _time_library(warm_stages, warm_parallel)
-    await _time_baseline(warm_specs, warm_parallel)
+    await _time_library(warm_stages, warm_parallel, variant=variant)
+    await _time_baseline(warm_specs, warm_parallel, variant=variant)
 
     gc_on: bool = case.get("gc", True)
     lib_times: list[Timing] = []
@@ -181,21 +208,24 @@ async def dag_case(case: dict[str, Any]) -> dict[str, Any]:
     for i in range(repeats):
         # Alternate which side goes first, so drift hits both alike.
         if i % 2 == 0:
-            lib_times.append(await _time_library(stages, max_parallel, gc_on))
-            base_times.append(await _time_baseline(specs, max_parallel, gc_on))
+            lib_times.append(await _time_library(stages, max_parallel, gc_on, variant=variant))
+            base_times.append(await _time_baseline(specs, max_parallel, gc_on, variant=variant))
         else:
-            base_times.append(await _time_baseline(specs, max_parallel, gc_on))
-            lib_times.append(await _time_library(stages, max_parallel, gc_on))
+            base_times.append(await _time_baseline(specs, max_parallel, gc_on, variant=variant))
+            lib_times.append(await _time_library(stages, max_parallel, gc_on, variant=variant))
 
     lib_mem: int | None = None
     base_mem: int | None = None
     if case.get("memory", True):
 
         async def lib_once() -> Any:
-            return await Pipeline(library_config(max_parallel)).add_stages(stages).execute()
+            config = library_config(max_parallel, variant=variant)
+            return await Pipeline(config).add_stages(stages).execute()
 
         async def base_once() -> Any:
-            return await BaselineRunner(specs, noop, max_parallel=max_parallel).run()
+            timeout = VARIANTS[variant]
+            runner = BaselineRunner(specs, noop, max_parallel=max_parallel, stage_timeout=timeout)
+            return await runner.run()
 
         lib_mem = await _traced_peak(lib_once)
         base_mem = await _traced_peak(base_once)
@@ -209,6 +239,7 @@ async def dag_case(case: dict[str, Any]) -> dict[str, Any]:
         "shape": shape,
         "size": size,
         "parallel": case["parallel"],
+        "variant": variant,
         "max_parallel": max_parallel,
         "edges": sum(len(s.dependencies) for s in specs),
         "repeats": repeats,
@@ -393,11 +424,28 @@ async def cancel_case(case: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-CASE_KINDS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+CaseFn = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+CASE_KINDS: dict[str, CaseFn] = {
     "dag": dag_case,
     "empty": empty_case,
     "cancel": cancel_case,
 }
+
+#: The other suites' modules, by the prefix of their case kinds. Imported only
+#: when one of their cases runs, so that the DAG suite also runs against an
+#: older library that lacks executors or stores (``--library``).
+SUITE_MODULES: dict[str, str] = {
+    "pool": "benchmarks.pool",
+    "exec": "benchmarks.executors",
+    "store": "benchmarks.store",
+}
+
+
+def suite_module(kind: str) -> Any:
+    """The module that runs (and describes) cases of ``kind``, or ``None``."""
+    name = SUITE_MODULES.get(kind.split("_", 1)[0])
+    return None if name is None else importlib.import_module(name)
 
 
 async def _loop_name() -> str:
@@ -411,9 +459,24 @@ async def _loop_name() -> str:
 
 
 def run_case(backend: str, case: dict[str, Any]) -> dict[str, Any]:
-    """Run one case in a fresh ``anyio.run`` on ``backend``."""
+    """Run one case in a fresh ``anyio.run`` on ``backend``.
+
+    A case whose suite needs what the library under test lacks (an older
+    library: no executors, no store) comes back marked ``skipped``."""
     started = _perf()
-    outcome: dict[str, Any] = backend_run(backend, CASE_KINDS[case["kind"]], case)
+    kind = case["kind"]
+    try:
+        module = suite_module(kind)
+        func: CaseFn = CASE_KINDS[kind] if module is None else module.KINDS[kind]
+    except ImportError as exc:
+        outcome: dict[str, Any] = {"kind": kind, "case": case, "skipped": str(exc)}
+    else:
+        try:
+            outcome = backend_run(backend, func, case)
+        except Exception as exc:  # one broken case must not lose the others' figures
+            detail = "".join(traceback.format_exception(exc)[-12:])
+            print(detail, file=sys.stderr, flush=True)
+            outcome = {"kind": kind, "case": case, "error": f"{type(exc).__name__}: {exc}"}
     outcome["backend"] = backend
     outcome["elapsed_s"] = _perf() - started
     return outcome
@@ -423,10 +486,19 @@ def describe(outcome: dict[str, Any]) -> str:
     """One progress line for ``outcome``."""
     kind = outcome["kind"]
     head = f"[{outcome['backend']}]"
+    if "skipped" in outcome:
+        return f"{head} {kind}: skipped ({outcome['skipped']})"
+    if "error" in outcome:
+        return f"{head} {kind}: FAILED ({outcome['error']})"
+    module = suite_module(kind)
+    if module is not None:
+        return f"{head} {module.describe(outcome)}"
     if kind == "dag":
         lib, base = outcome["library"], outcome["baseline"]
+        variant = "" if outcome.get("variant", "default") == "default" else " no-timeout"
         return (
-            f"{head} {outcome['shape']:<6} {outcome['size']:>6} par={outcome['parallel']:<9} "
+            f"{head} {outcome['shape']:<6} {outcome['size']:>6} par={outcome['parallel']:<9}"
+            f"{variant} "
             f"lib {lib['us_per_stage']:6.1f} us/stage  base {base['us_per_stage']:6.1f}  "
             f"ratio {outcome['ratio']:.2f} (cpu {outcome['cpu_ratio']:.2f})  "
             f"({outcome['elapsed_s']:.1f}s)"
@@ -449,13 +521,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases: list[dict[str, Any]] = json.load(sys.stdin)
     backend_run(args.backend, self_check)  # the baseline must be correct on this backend
-    print(json.dumps({"kind": "loop", "backend": args.backend, "loop": _loop_info(args.backend)}))
+    info = {"kind": "loop", "backend": args.backend, "loop": _loop_info(args.backend)}
+    print(json.dumps({**info, "library": library_info()}))
     sys.stdout.flush()
     for case in cases:
         outcome = run_case(args.backend, case)
         print(describe(outcome), file=sys.stderr, flush=True)
         print(json.dumps(outcome), flush=True)
     return 0
+
+
+def library_info() -> dict[str, Any]:
+    """Where the library under test was imported from, and its git commit."""
+    import proxima
+
+    root = Path(proxima.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        commit: str | None = out.stdout.strip() or None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "proxima"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty: bool | None = bool(status.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    # ``dirty``: the library's files differ from that commit (edits not committed yet).
+    return {"path": str(root), "commit": commit, "dirty": dirty}
 
 
 def _loop_info(backend: str) -> str:

@@ -23,12 +23,14 @@ from typing import Any
 
 from .measure import (
     BACKENDS,
+    VARIANTS,
     _cancel_baseline,
     _cancel_library,
     _time_baseline,
     _time_library,
     backend_run,
     library_stages,
+    noop,
 )
 from .shapes import SHAPES, StageSpec, build_shape
 
@@ -109,21 +111,49 @@ def _cancel_job(side: str, size: int, grace: float) -> Job:
     return run, warm
 
 
-def _dag_job(side: str, specs: Sequence[StageSpec], parallel: int) -> Job:
-    """Profile one whole ``execute()`` (or baseline run) of ``specs``."""
-    stages = library_stages(specs) if side == "library" else []
+def _dag_job(
+    side: str,
+    specs: Sequence[StageSpec],
+    parallel: int,
+    variant: str = "default",
+    executor: str = "loop",
+) -> Job:
+    """Profile one whole ``execute()`` (or baseline run) of ``specs``.
+
+    ``executor="loop"``: ``async def`` no-op stages (the DAG suite's); else
+    ``def`` no-op stages on that executor, against a baseline whose stages
+    call the handler directly (``inline``), through ``anyio.to_thread``
+    (``thread``) or ``anyio.to_process`` (``process``)."""
+    from . import executors
+
+    bare: dict[str, Any] = {
+        "loop": noop,
+        "inline": executors.work,
+        "thread": executors._to_thread,
+        "process": executors._to_process,
+    }
+
+    def build(these: Sequence[StageSpec]) -> list[Any]:
+        if executor == "loop":
+            return library_stages(these)
+        return executors._stages(these, executors.work, executor)
+
+    stages = build(specs) if side == "library" else []
     small = specs[:1000]  # a prefix of any shape is a valid graph
+    handler = bare[executor]
 
     async def run(profiler: cProfile.Profile) -> Any:
         # Profiles the run itself (not the gc.collect() before it).
         if side == "library":
-            return await _time_library(stages, parallel, profiler=profiler)
-        return await _time_baseline(specs, parallel, profiler=profiler)
+            return await _time_library(stages, parallel, profiler=profiler, variant=variant)
+        return await _time_baseline(
+            specs, parallel, profiler=profiler, variant=variant, handler=handler
+        )
 
     async def warm() -> Any:
         if side == "library":
-            return await _time_library(library_stages(small), parallel)
-        return await _time_baseline(small, parallel)
+            return await _time_library(build(small), parallel, variant=variant)
+        return await _time_baseline(small, parallel, variant=variant, handler=handler)
 
     return run, warm
 
@@ -135,6 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--parallel", default="unbounded", help="'unbounded' or an integer")
     parser.add_argument("--grace", type=float, default=0.0, help="for --shape cancel")
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="default",
+        help="default: 300 s stage timeout on both sides; no-timeout: none, retries off",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["loop", "inline", "thread", "process"],
+        default="loop",
+        help="loop: async def stages (default); else def stages on that executor, against "
+        "the baseline calling the handler directly / via to_thread / via to_process",
+    )
     parser.add_argument("--side", choices=["library", "baseline", "both"], default="both")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
@@ -151,8 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             title = f"{side}, cancel {size} running, grace {args.grace:g}s, {args.backend}"
         else:
             parallel = size if args.parallel == "unbounded" else int(args.parallel)
-            run, warm = _dag_job(side, build_shape(args.shape, size), parallel)
-            title = f"{side}, {args.shape} {size} par={args.parallel}, {args.backend}"
+            specs = build_shape(args.shape, size)
+            run, warm = _dag_job(side, specs, parallel, args.variant, args.executor)
+            title = (
+                f"{side}, {args.shape} {size} par={args.parallel} {args.variant} "
+                f"executor={args.executor}, {args.backend}"
+            )
         stats = profile_side(args.backend, run, warm)
         print(report(title, stats, size, args.top, args.match))
         print()
