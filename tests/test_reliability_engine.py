@@ -495,3 +495,33 @@ async def test_r8_5_handler_task_group_error_without_a_stop_fails_the_stage() ->
     assert stage_result.status is StageStatus.FAILED
     assert isinstance(stage_result.exception, BaseExceptionGroup)
     assert result.status is PipelineStatus.PARTIALLY_COMPLETED
+
+
+# -- R11.5: work an executor could not stop is reported ---------------------------------------------
+
+
+async def test_r11_5_thread_left_running_is_reported_by_event_log_and_metadata(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    events: list[PipelineEvent] = []
+
+    def blocking(ctx: PipelineContext, _: Any) -> str:
+        release.wait(LIMIT)  # cannot be interrupted: the thread is abandoned at the deadline
+        return "late"
+
+    pipeline = make_pipeline(st("b", blocking, timeout_seconds=0.05), executor="thread")
+    pipeline.add_listener(events.append)
+    try:
+        with anyio.fail_after(LIMIT):
+            result = await pipeline.execute()
+    finally:
+        release.set()
+    assert result.stage_results["b"].status is StageStatus.TIMED_OUT
+    assert "b" in result.metadata["still_running"]
+    kinds = [e.kind for e in events]
+    assert kinds[-2:] == [EventKind.WORK_LEFT_RUNNING, EventKind.RUN_FINISHED]
+    assert events[-2].stage_id == "b"
+    assert any(
+        r.levelname == "WARNING" and "work_left_running" in r.getMessage() for r in caplog.records
+    )

@@ -43,6 +43,8 @@ async def finish(run: Run, sessions: Sequence[ExecutorSession]) -> PipelineResul
     if durable is not None:
         await durable.finish(result)
     run.result = result
+    for stage_id, what in result.metadata.get("still_running", {}).items():
+        run.emitter.emit(EventKind.WORK_LEFT_RUNNING, stage_id=stage_id, error=what)
     run.emitter.emit(
         EventKind.RUN_FINISHED,
         status=result.status,

@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 
 from .._model.config import PipelineConfig
-from .._model.log import logger
 from ..executors import resolve
 from ..executors.base import ExecutorSession
 from .state import StageState
@@ -50,8 +49,6 @@ def still_running(sessions: Sequence[ExecutorSession]) -> dict[str, str]:
     leftovers: dict[str, str] = {}
     for session in sessions:
         leftovers.update(session.still_running())
-    for stage_id, what in leftovers.items():
-        logger.warning("stage %s: %s after the run ended", stage_id, what)
     return leftovers
 
 

@@ -27,8 +27,12 @@ class EventKind(enum.Enum):
     """What happened.
 
     The ``STAGE_*`` kinds carry ``stage_id`` and ``attempt`` (the attempt
-    about to start, running, or just ended); ``CLEANUP_FINISHED`` carries
-    ``stage_id`` only; the ``RUN_*`` and ``STOP_REQUESTED`` kinds neither.
+    about to start, running, or just ended); ``CLEANUP_FINISHED`` and
+    ``WORK_LEFT_RUNNING`` carry ``stage_id`` only; the ``RUN_*`` and
+    ``STOP_REQUESTED`` kinds neither. ``WORK_LEFT_RUNNING`` comes just before
+    ``RUN_FINISHED``, once per stage whose work an executor could not stop
+    (an abandoned thread, a Dask task on its worker: R11.5); ``error`` says
+    what is left.
     """
 
     RUN_STARTED = "run_started"
@@ -40,6 +44,7 @@ class EventKind(enum.Enum):
     STAGE_RETRYING = "stage_retrying"
     STAGE_FINISHED = "stage_finished"
     CLEANUP_FINISHED = "cleanup_finished"
+    WORK_LEFT_RUNNING = "work_left_running"
     RUN_FINISHED = "run_finished"
 
 
@@ -117,4 +122,6 @@ def event_level(kind: EventKind, status: object, error: object) -> int:
         return logging.WARNING if status in _LOUD_STATUSES else logging.INFO
     if kind is EventKind.CLEANUP_FINISHED:
         return logging.WARNING if error else logging.DEBUG
+    if kind is EventKind.WORK_LEFT_RUNNING:
+        return logging.WARNING
     return logging.INFO
