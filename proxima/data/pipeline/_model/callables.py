@@ -1,4 +1,8 @@
-"""What kind of callable a handler is, seen through partials and ``__call__``."""
+"""What kind of callable a handler is, seen through partials and ``__call__``.
+
+One owner for the question "is this handler async?": the ``"auto"``
+executor (R11.2) and cleanup handlers (R11.9) both ask it.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,19 @@ import functools
 import inspect
 from typing import Any
 
-__all__ = ["is_async_callable", "unwrap_callable"]
+__all__ = ["is_async_callable"]
 
 
-def unwrap_callable(func: Any) -> Any:
-    """The function behind ``functools.partial`` layers, or an object's ``__call__``."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    if not inspect.isfunction(func) and not inspect.ismethod(func):
-        call = getattr(type(func), "__call__", None)
-        if call is not None and not isinstance(func, type):
-            return call
-    return func
-
-
-def is_async_callable(func: Any) -> bool:
-    """True for an ``async def`` function, a partial of one, or an object
-    whose ``__call__`` is ``async def`` (R11.2's rule for ``"auto"``)."""
-    return inspect.iscoroutinefunction(unwrap_callable(func))
+def is_async_callable(handler: Any) -> bool:
+    """``async def`` functions, also behind ``functools.partial``, and objects
+    whose ``__call__`` is ``async def`` (R11.2). A plain function that
+    returns a coroutine is not: it runs in a thread, and its coroutine is
+    awaited on the loop."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler) or isinstance(handler, type):
+        return False
+    call = getattr(type(handler), "__call__", None)  # noqa: B004 - its kind is the question
+    return call is not None and inspect.iscoroutinefunction(call)

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-from functools import partial
 from typing import Any
 
 import attrs
 
+from .._model.callables import is_async_callable
+
 __all__ = ["is_async_callable", "max_workers_field"]
-
-
-def is_async_callable(handler: Any) -> bool:
-    """``async def`` functions, also behind ``functools.partial``, and objects
-    whose ``__call__`` is ``async def`` (R11.2). A plain function that
-    returns a coroutine is not: it runs in a thread, and its coroutine is
-    awaited on the loop."""
-    while isinstance(handler, partial):
-        handler = handler.func
-    if inspect.iscoroutinefunction(handler):
-        return True
-    if inspect.isroutine(handler) or isinstance(handler, type):
-        return False
-    call = getattr(type(handler), "__call__", None)  # noqa: B004 - its kind is the question
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def _check_max_workers(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
