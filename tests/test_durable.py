@@ -569,3 +569,28 @@ async def test_r13_5_two_processes_resuming_one_run_the_second_is_refused(
     result = await flow.build().execute("input", store=store, resume=failed.run_id)
     assert result.status is PipelineStatus.COMPLETED
     assert sorted(flow.CALLS) == ["s4", "s5", "s6", "s7", "s8", "s9"]
+
+
+async def test_r13_7_summary_and_html_report_show_restored_stages(tmp_path: pathlib.Path) -> None:
+    failing = {"on": True}
+
+    async def first(ctx: Any, data: Any) -> int:
+        return 1
+
+    async def second(ctx: Any, data: Any) -> int:
+        if failing["on"]:
+            raise ValueError("not yet")
+        return int(data) + 1
+
+    def build() -> Pipeline:
+        return make_pipeline(st("first", first), st("second", second, ["first"]), name="shown")
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    with anyio.fail_after(10):
+        old = await build().execute(store=store)
+        failing["on"] = False
+        new = await build().execute(store=store, resume=old.run_id)
+    summary = new.summary(full=True)
+    assert "1 restored from a store, not run again" in summary
+    assert f"restored from run {old.run_id}" in summary
+    assert f"COMPLETED (restored from run {old.run_id})" in new.to_html()

@@ -111,6 +111,8 @@ def _table(results: list[StageResult], *, indent: str) -> list[str]:
         line = f"{indent}{r.stage_id:<{width}}  {_name(r.status):<9}"
         line += f"  {ms:9.1f} ms" if ms is not None else f"  {'-':>9}   "
         line += f"  attempts={r.attempt_count}"
+        if r.restored_from is not None:
+            line += f"  restored from run {text_of(r.restored_from)}"
         if r.error and r.status is not StageStatus.COMPLETED:
             line += f"  {_one_line(r.error)}"
         lines.append(line)
@@ -297,6 +299,9 @@ class PipelineResult:
             lines.append(f"  stopped early: {why}")
         totals = ", ".join(f"{n} {name}" for name, n in self._counts().items())
         lines.append(f"  {len(stages)} stages" + (f": {totals}" if totals else ""))
+        restored = sum(1 for r in stages.values() if r.restored_from is not None)
+        if restored:
+            lines.append(f"  {restored} restored from a store, not run again")
         if full:
             lines += _table(list(stages.values()), indent="  ")
         else:

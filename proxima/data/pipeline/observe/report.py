@@ -141,9 +141,12 @@ def html_report(result: PipelineResult) -> str:
     rows = []
     for sid, r in result.stage_results.items():
         ms = "" if r.duration_ms is None else f"{r.duration_ms:.1f}"
+        status = r.status.name
+        if r.restored_from is not None:
+            status += f" (restored from run {_e(r.restored_from)})"
         rows.append(
             f"<tr class='stage-row'><td>{_e(sid)}</td><td>{_e(r.stage_name)}</td>"
-            f"<td>{r.status.name}</td><td>{r.attempt_count}</td><td>{ms}</td>"
+            f"<td>{status}</td><td>{r.attempt_count}</td><td>{ms}</td>"
             f"<td>{_e(r.error or '')}</td></tr>"
         )
     legend = "".join(
