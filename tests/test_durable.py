@@ -594,3 +594,31 @@ async def test_r13_7_summary_and_html_report_show_restored_stages(tmp_path: path
     assert "1 restored from a store, not run again" in summary
     assert f"restored from run {old.run_id}" in summary
     assert f"COMPLETED (restored from run {old.run_id})" in new.to_html()
+
+
+async def test_r13_2_a_store_that_cannot_write_never_fails_the_run(tmp_path: pathlib.Path) -> None:
+    """Another process holds the database's write lock past the store's busy
+    timeout while a stage completes: the run still completes, the lost
+    writes are reported in ``metadata["store_errors"]``."""
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, timeout=0.05)
+    blocker = sqlite3.connect(path, isolation_level=None)
+
+    async def lock_the_file(ctx: Any, data: Any) -> str:
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer, holding on
+        return "locked"
+
+    async def after(ctx: Any, data: Any) -> str:
+        return f"{data}, still ran"
+
+    pipeline = make_pipeline(st("lock", lock_the_file), st("after", after, ["lock"]), name="busy")
+    try:
+        with anyio.fail_after(10):
+            result = await pipeline.execute(store=store)
+    finally:
+        if blocker.in_transaction:
+            blocker.rollback()
+        blocker.close()
+    assert result.status is PipelineStatus.COMPLETED
+    assert result.stage_results["after"].result == "locked, still ran"
+    assert result.metadata["store_errors"]

@@ -17,7 +17,10 @@ from typing import Any
 import anyio
 
 from .._graph import Plan
+from .._model.log import logger
 from .._model.results import PipelineResult
+from .._model.text import describe
+from ..store import StoreError
 from ..store import keys as store_keys
 from ..store.base import Restored, RunJournal, Store
 from .state import StageState
@@ -28,7 +31,7 @@ __all__ = ["Durable"]
 class Durable:
     """One run's side of a store (see the module docstring)."""
 
-    __slots__ = ("_journal", "_pending", "_resume", "_store", "_writing", "restored")
+    __slots__ = ("_journal", "_pending", "_resume", "_store", "_writing", "errors", "restored")
 
     def __init__(self, store: Store, resume: str | None) -> None:
         self._store = store
@@ -36,6 +39,8 @@ class Durable:
         self._journal: RunJournal | None = None
         self._pending: collections.deque[StageState] = collections.deque()
         self._writing = anyio.Lock()
+        #: What went wrong writing records (the run went on regardless).
+        self.errors: list[str] = []
         #: Stage id -> the stored value that stands in for it this run.
         self.restored: dict[str, Restored] = {}
 
@@ -91,7 +96,13 @@ class Durable:
             if not pending:
                 return
             records = [(state.final, state.key) for state in pending]
-            await journal.record_stages(records)  # type: ignore[arg-type]  # final is set
+            try:
+                await journal.record_stages(records)  # type: ignore[arg-type]  # final is set
+            except StoreError as exc:
+                # The run is worth more than its record: it goes on, and the
+                # stages whose records were lost simply run again on resume.
+                self.errors.append(describe(exc))
+                logger.warning("store: %d stage records not written: %s", len(records), exc)
             for _ in records:  # only now: a write cut short is written again at the end
                 pending.popleft()
 
@@ -99,5 +110,11 @@ class Durable:
         """The rest of the records and the run's end, whatever ended it."""
         with anyio.CancelScope(shield=True):
             await self.flush()
+            if self.errors:
+                result.metadata["store_errors"] = list(self.errors)
             if self._journal is not None:
-                await self._journal.finish(result)
+                try:
+                    await self._journal.finish(result)
+                except StoreError as exc:
+                    result.metadata.setdefault("store_errors", []).append(describe(exc))
+                    logger.warning("store: the end of run %s not written: %s", self.run_id, exc)
