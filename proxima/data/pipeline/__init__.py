@@ -29,6 +29,8 @@ from ._model.events import EventKind as EventKind
 from ._model.events import Listener as Listener
 from ._model.events import PipelineEvent as PipelineEvent
 from ._model.results import PipelineResult as PipelineResult
+from ._model.sentinel import UNSET as UNSET
+from ._model.sentinel import Unset as Unset
 from ._model.results import StageResult as StageResult
 from ._model.stage import Stage as Stage
 from ._model.stage import create_stage as create_stage
@@ -38,6 +40,7 @@ from .observe.progress import RichProgress as RichProgress
 from .observe.stream import EventStream as EventStream
 
 __all__ = [
+    "UNSET",
     "CancellationReason",
     "DependencyFailedException",
     "EventKind",
@@ -65,6 +68,7 @@ __all__ = [
     "StageStatus",
     "StageTimeoutException",
     "TimeoutConfig",
+    "Unset",
     "create_stage",
     "run_pipeline",
     "stage",

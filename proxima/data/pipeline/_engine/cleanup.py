@@ -56,7 +56,7 @@ class Cleanup:
         #: The first ``BaseException`` a cleanup raised, to re-raise later.
         self.fatal: BaseException | None = None
 
-    async def run(self, started: Sequence[StageState]) -> BaseException | None:
+    async def after_stop(self, started: Sequence[StageState]) -> BaseException | None:
         """Clean up after ``started`` (first-start order). Returns the
         caller's cancellation if it arrived meanwhile, to be re-raised."""
         try:

@@ -27,7 +27,7 @@ async def finish(run: Run, sessions: Sequence[ExecutorSession]) -> PipelineResul
     stop = run.stop
     interrupted: BaseException | None = None
     if stop.origin is not None and run.config.cleanup_on_cancel:
-        interrupted = await run.cleanup.run(run.started)
+        interrupted = await run.cleanup.after_stop(run.started)
         if interrupted is None:
             interrupted = await _cancellation_pending()
     if interrupted is not None:
