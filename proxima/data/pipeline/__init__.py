@@ -29,9 +29,9 @@ from ._model.events import EventKind as EventKind
 from ._model.events import Listener as Listener
 from ._model.events import PipelineEvent as PipelineEvent
 from ._model.results import PipelineResult as PipelineResult
+from ._model.results import StageResult as StageResult
 from ._model.sentinel import UNSET as UNSET
 from ._model.sentinel import Unset as Unset
-from ._model.results import StageResult as StageResult
 from ._model.stage import Stage as Stage
 from ._model.stage import create_stage as create_stage
 from ._model.stage import stage as stage
