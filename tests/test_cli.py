@@ -590,6 +590,10 @@ def test_r14_2_failed_run_prints_the_command_that_resumes_it(here: Path, tmp_pat
     )
     assert (gate["status"], gate["attempt_count"], gate["result"]) == ("COMPLETED", 1, {"n": 1})
     assert result["run_id"] != run_id
+    # With --json the notes go to stderr: what was restored, and where the run is recorded.
+    assert f"Not run again: 1 stage from run {run_id} (restored from the store)." in second.stderr
+    assert f"Recorded in {store} as run {result['run_id']}." in second.stderr
+    assert "To resume it" not in second.stderr
 
 
 def test_r14_4_runs_show_and_report_read_the_store(here: Path, tmp_path: Path) -> None:

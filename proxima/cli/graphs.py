@@ -10,7 +10,8 @@ __all__ = ["graph_command", "validate_command"]
 def graph_command(target: str, fmt: str) -> int:
     """Print the graph of ``target`` as Mermaid (``fmt="mermaid"``) or DOT."""
     pipeline = load_target(target)
-    print(pipeline.to_dot() if fmt == "dot" else pipeline.to_mermaid())
+    text = pipeline.to_dot() if fmt == "dot" else pipeline.to_mermaid()
+    print(text.rstrip("\n"))
     return 0
 
 

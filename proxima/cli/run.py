@@ -165,7 +165,9 @@ def _execute(
     from .progress import is_terminal, showing_progress
 
     def notice(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        # A terminal has just echoed "^C" without a newline.
+        start = "\n" if line.startswith("Ctrl-C:") and sys.stderr.isatty() else ""
+        print(start + line, file=sys.stderr, flush=True)
 
     async def main() -> Interrupted:
         execute = functools.partial(pipeline.execute, initial_input, **extra)
@@ -206,19 +208,41 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def _report(result: PipelineResult, opts: RunOptions, store: Path | None, human: TextIO) -> None:
+    """The summary (or the JSON), then a few lines on what else happened."""
     if opts.json:
         print(json.dumps(result.to_dict()))
     else:
         print(file=human)
         print(result.summary(), file=human)
+    notes = []
+    restored = _restored(result)
+    if restored:
+        notes.append(restored)
     if opts.html is not None:
         result.to_html(opts.html)
-        print(f"HTML report written to {opts.html}", file=human)
-    if store is None or result.run_id is None:
-        return
-    print(f"Recorded in {store} as run {result.run_id}.", file=human)
-    if result.status.name != "COMPLETED":
-        print(f"To resume it: {resume_command(opts, store, result.run_id)}", file=human)
+        notes.append(f"HTML report written to {opts.html}")
+    if store is not None and result.run_id is not None:
+        notes.append(f"Recorded in {store} as run {result.run_id}.")
+        if result.status.name != "COMPLETED":
+            notes.append(f"To resume it: {resume_command(opts, store, result.run_id)}")
+    if notes:
+        print("", *notes, sep="\n", file=human)
+
+
+def _restored(result: PipelineResult) -> str | None:
+    """A line saying which stages a resumed run took from earlier runs."""
+    origins: dict[str, int] = {}
+    for stage in result.stage_results.values():
+        if stage.restored_from is not None:
+            origins[stage.restored_from] = origins.get(stage.restored_from, 0) + 1
+    if not origins:
+        return None
+    parts = [f"{_stages(n)} from run {run}" for run, n in origins.items()]
+    return f"Not run again: {', '.join(parts)} (restored from the store)."
+
+
+def _stages(n: int) -> str:
+    return f"{n} stage" + ("" if n == 1 else "s")
 
 
 def resume_command(opts: RunOptions, store: Path, run_id: str) -> str:
