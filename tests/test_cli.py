@@ -395,6 +395,7 @@ def test_r14_1_file_target_from_another_folder(here: Path) -> None:
         (["run", "flows.py:completed", "--input-file", "nope.json"], "no such file: 'nope.json'"),
         (["run", "flows.py:completed", "--input", "1", "--input-file", "x"], "not both"),
         (["run", "flows.py:completed", "--backend", "curio"], 'Invalid value "curio"'),
+        (["run", "flows.py:completed", "--html", "nowhere/r.html"], "no such folder: 'nowhere'"),
         (["run"], "requires an argument"),
         (["frobnicate"], 'Unknown command "frobnicate"'),
     ],
@@ -652,6 +653,7 @@ def test_r14_4_default_store_is_proxima_runs_db(here: Path, tmp_path: Path) -> N
         (["runs"], "no store at '.proxima/runs.db'"),
         (["show", "0123abcd"], "no store at"),
         (["run", "flows.py:completed", "--resume", "0123abcd"], "no store at"),
+        (["run", "flows.py:completed", "--store", "new.db", "--resume", "latest"], "'new.db'"),
     ],
 )
 def test_r14_4_missing_store_is_a_usage_error(
@@ -662,6 +664,7 @@ def test_r14_4_missing_store_is_a_usage_error(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
     assert message in proc.stderr
+    assert not (tmp_path / "new.db").exists()  # a store to resume from is never made up
 
 
 def test_r14_4_unknown_run_id_is_a_usage_error(here: Path, tmp_path: Path) -> None:

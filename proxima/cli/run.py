@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import inspect
 import json
 import os
 import shlex
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 
 from .errors import UsageError
-from .stores import DEFAULT_STORE, open_store
+from .stores import DEFAULT_STORE, check_writable, open_store
 
 if TYPE_CHECKING:
     from proxima.data.pipeline import Pipeline, PipelineResult
@@ -63,13 +62,13 @@ def run_command(opts: RunOptions) -> int:
     from .target import load_target
 
     pipeline = load_target(opts.target)
+    if opts.html is not None:
+        check_writable(opts.html, "--html")
     store_path = opts.store if opts.store is not None else (DEFAULT_STORE if opts.resume else None)
     extra: dict[str, Any] = {}
     if store_path is not None:
-        _check_engine_takes_store(pipeline)
-        extra["store"] = open_store(
-            store_path, create=opts.resume is None or opts.store is not None
-        )
+        # A run to resume must be in an existing store; a new run may start one.
+        extra["store"] = open_store(store_path, create=opts.resume is None)
         if opts.resume is not None:
             extra["resume"] = opts.resume
     human = sys.stderr if opts.json else sys.stdout
@@ -139,14 +138,6 @@ def _read_file(path: Path) -> str:
 def _check_backend(backend: str) -> None:
     if backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("--backend trio needs trio: pip install 'proxima[trio]'")
-
-
-def _check_engine_takes_store(pipeline: Pipeline) -> None:
-    if "store" not in inspect.signature(pipeline.execute).parameters:
-        raise UsageError(
-            "--store and --resume need the run store (R13), which this version of the"
-            " engine does not have yet"
-        )
 
 
 def _execute(

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from proxima.data.pipeline import PipelineResult
     from proxima.data.pipeline.store.base import RunInfo, Store
 
-__all__ = ["DEFAULT_STORE", "open_store", "report_command", "runs_command", "show_command"]
+__all__ = [
+    "DEFAULT_STORE",
+    "check_writable",
+    "open_store",
+    "report_command",
+    "runs_command",
+    "show_command",
+]
 
 #: The store the commands read when ``--store`` is not given (and ``--resume``
 #: without ``--store`` resumes from).
@@ -49,9 +56,20 @@ def open_store(path: Path, *, create: bool) -> Store:
                 f"no store at {str(path)!r} (runs are recorded by"
                 f" `proxima run TARGET --store {path}`)"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-    store: Store = SQLiteStore(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--store: cannot create {str(path.parent)!r}: {exc}") from None
+    with _store_errors():
+        store: Store = SQLiteStore(path)
     return store
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Fail before any work when ``path`` cannot be written: no such folder."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option}: no such folder: {str(folder)!r}")
 
 
 def runs_command(
@@ -85,6 +103,7 @@ def show_command(run_id: str, store_path: Path, *, as_json: bool) -> int:
 
 def report_command(run_id: str, html: Path, store_path: Path) -> int:
     """Write the HTML report of one recorded run."""
+    check_writable(html, "--html")
     result = _load(open_store(store_path, create=False), run_id, store_path)
     result.to_html(html)
     print(f"HTML report of run {result.run_id or run_id} written to {html}")
