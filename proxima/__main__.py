@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from proxima.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog=f"{sys.executable.rsplit('/', 1)[-1]} -m proxima"))
+    # The commands it prints (the one that resumes a run) start the same way.
+    sys.exit(main(prog=f"{Path(sys.executable).name or 'python'} -m proxima"))
