@@ -8,9 +8,10 @@ parameter); every other test still runs, once. ``nox -s tests_backend`` uses it.
 
 Every test has a time limit (``timeout`` in pyproject.toml, pytest-timeout):
 at that limit every thread's stack is dumped and the session ends, whatever
-hangs. An async test gets a soft limit first, a little earlier: it fails on
-its own with the traceback of the ``await`` it was stuck in (a thread dump
-shows only the event loop) and the session goes on.
+hangs. An async test gets a soft limit first, a little earlier (at 90% of
+it, at least a second before): it fails on its own with the traceback of the
+``await`` it was stuck in (a thread dump shows only the event loop) and the
+session goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -117,8 +119,11 @@ def backend_name(anyio_backend: tuple[str, dict[str, Any]]) -> str:
 
 # -- time limits ----------------------------------------------------------------------------------
 
-#: The share of the hard limit an async test gets before its soft limit fails it.
-_SOFT_SHARE = 0.9
+#: When an async test's soft limit fails it: this long before the hard limit,
+#: so that the failure is reported (traceback, teardown) before the hard one.
+_SOFT_MARGIN_SHARE = 0.1
+_SOFT_MARGIN_MAX = 1.0
+_STARTED = pytest.StashKey[float]()
 
 
 def _time_limit(item: pytest.Item) -> float:
@@ -137,16 +142,28 @@ def _time_limit(item: pytest.Item) -> float:
     return 0.0
 
 
-def _within(limit: float, func: Callable[..., Any]) -> Callable[..., Any]:
+def _soft_limit(limit: float) -> float:
+    """Seconds from the start of a test to its soft limit: 90% of the hard
+    limit, and at least 1 s (or half of it, for tiny limits) before it."""
+    return limit - max(limit * _SOFT_MARGIN_SHARE, min(_SOFT_MARGIN_MAX, limit / 2))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The hard limit counts from here (setup included), so the soft one does too."""
+    item.stash[_STARTED] = time.monotonic()
+
+
+def _within(limit: float, deadline: float, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     async def within_limit(*args: Any, **kwargs: Any) -> Any:
         try:
-            with anyio.fail_after(limit) as scope:
+            with anyio.fail_after(max(deadline - time.monotonic(), 0.0)) as scope:
                 return await func(*args, **kwargs)
         except TimeoutError:
             if scope.cancel_called:
                 pytest.fail(
-                    f"still running after its time limit of {limit:g} s (see the await above)"
+                    f"still running close to its time limit of {limit:g} s (see the await above)"
                 )
             raise
 
@@ -157,10 +174,11 @@ def _within(limit: float, func: Callable[..., Any]) -> Callable[..., Any]:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
     """Run an async test inside its soft time limit."""
     func = pyfuncitem.obj
-    limit = _time_limit(pyfuncitem) * _SOFT_SHARE
+    limit = _time_limit(pyfuncitem)
     if limit <= 0 or not inspect.iscoroutinefunction(func):
         return (yield)
-    pyfuncitem.obj = _within(limit, func)
+    started = pyfuncitem.stash.get(_STARTED, time.monotonic())
+    pyfuncitem.obj = _within(limit, started + _soft_limit(limit), func)
     try:
         return (yield)
     finally:
