@@ -497,7 +497,7 @@ async def test_r8_5_handler_task_group_error_without_a_stop_fails_the_stage() ->
     assert result.status is PipelineStatus.PARTIALLY_COMPLETED
 
 
-# -- R11.5: work an executor could not stop is reported ---------------------------------------------
+# -- R11.5: work an executor could not stop is reported ----------------------------------------
 
 
 async def test_r11_5_thread_left_running_is_reported_by_event_log_and_metadata(
