@@ -65,8 +65,8 @@ class PipelineContext:
         *,
         data: dict[str, Any] | None = None,
     ) -> None:
-        self.pipeline_id = pipeline_id
-        self.config = config if config is not None else PipelineConfig()
+        self.pipeline_id: str = pipeline_id
+        self.config: PipelineConfig = config if config is not None else PipelineConfig()
         self.data: dict[str, Any] = dict(data) if data else {}
         #: Metrics recorded outside any stage; they land in ``result.metadata["metrics"]``.
         self.metrics: dict[str, Any] = {}

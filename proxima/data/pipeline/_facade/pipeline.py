@@ -46,8 +46,8 @@ class Pipeline:
     ) -> None:
         if config is not None and not isinstance(config, PipelineConfig):
             raise TypeError(f"config must be a PipelineConfig, got {config!r}")
-        self.config = config if config is not None else PipelineConfig()
-        self.pipeline_id = pipeline_id or uuid.uuid4().hex[:12]
+        self.config: PipelineConfig = config if config is not None else PipelineConfig()
+        self.pipeline_id: str = pipeline_id or uuid.uuid4().hex[:12]
         self._stages: dict[str, Stage] = {}
         self._plan: Plan | None = None
         self._run: Run | None = None
