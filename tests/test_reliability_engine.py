@@ -525,3 +525,27 @@ async def test_r11_5_thread_left_running_is_reported_by_event_log_and_metadata(
     assert any(
         r.levelname == "WARNING" and "work_left_running" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_r6_3_cancel_from_a_thread_seen_before_its_signal_lands_still_stops_the_run() -> None:
+    """The thread's cancel is visible on the context at once; when the loop
+    sees it first (here: "b" already holds a slot and its attempt starts
+    while the signal is still queued), "b" is never called and the run ends
+    CANCELLED by the user, not COMPLETED with a stage cancelled by nobody."""
+
+    def cancel_from_a_thread(ctx: PipelineContext, _: Any) -> str:
+        worker = threading.Thread(target=ctx.cancel)
+        worker.start()
+        worker.join(LIMIT)  # the signal is queued; the loop has not run since
+        return "a"
+
+    pipeline = make_pipeline(
+        st("a", cancel_from_a_thread), st("b", ok), max_parallel=2, executor="inline"
+    )
+    with anyio.fail_after(LIMIT):
+        result = await pipeline.execute()
+    assert result.status is PipelineStatus.CANCELLED
+    assert result.cancellation_reason is CancellationReason.USER_REQUESTED
+    b = result.stage_results["b"]
+    # trio may start "b" before "a": then it ran before the cancel existed.
+    assert (b.status, b.attempt_count) in ((StageStatus.CANCELLED, 0), (StageStatus.COMPLETED, 1))

@@ -69,7 +69,7 @@ async def attempt(run: Run, state: StageState) -> Outcome:
     """Make one attempt of ``state``'s stage (its slot is already taken)."""
     # A stop or a pause may have come since the slot was handed out: both
     # are checked right before the handler call (R5.2, R9.1).
-    if run.stop.stopping or run.ctx.is_cancelled:  # also a stop still on its way from a thread
+    if run.stop.stopping or run.stop_if_cancelled():
         return _NOT_STARTED
     if run.ctx._paused:
         return _DEFERRED

@@ -201,8 +201,7 @@ class Run:
     # -- attempt and retry tasks ------------------------------------------------------------------
     def _fill(self) -> None:
         """Hand free slots to ready stages, one task per attempt."""
-        ctx = self.ctx
-        if self.stop.stopping or ctx._paused or ctx._cancel_reason is not None:
+        if self.stop.stopping or self.stop_if_cancelled() or self.ctx._paused:
             return
         take = self.slots.take
         spawn = self._tg.start_soon  # type: ignore[union-attr]
@@ -210,6 +209,15 @@ class Run:
         while (state := take()) is not None:
             self._alive += 1
             run_in_root(spawn, self._attempt_task, state)
+
+    def stop_if_cancelled(self) -> bool:
+        """A cancel from another thread is visible on the context at once,
+        before its signal reaches the loop: it stops the run from here."""
+        reason = self.ctx.cancellation_reason
+        if reason is None:
+            return False
+        self.stop_run(Origin.USER, reason)
+        return True
 
     def retry_later(self, state: StageState, delay: float) -> None:
         """Start waiting out ``state``'s retry delay, without a slot (R2.3)."""
