@@ -438,9 +438,10 @@ class Child:
     """``proxima run`` in its own process group, with its stderr read line by
     line on a thread so that the test can wait for a given line."""
 
-    def __init__(self, here: Path, *args: str) -> None:
+    def __init__(self, here: Path, *args: str, json_output: bool = True) -> None:
+        self.json_output = json_output
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxima", "run", *args, "--json"],
+            [sys.executable, "-m", "proxima", "run", *args, *(["--json"] if json_output else [])],
             cwd=here,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -474,14 +475,15 @@ class Child:
         os.killpg(self.proc.pid, signal.SIGINT)
 
     def finish(self, timeout: float = 30) -> tuple[int, Any, str]:
-        """Exit status, the parsed JSON result, and all of stderr."""
+        """Exit status, the parsed JSON result (stdout itself without
+        ``--json``), and all of stderr."""
         assert self.proc.stdout is not None
         out = self.proc.stdout.read()
         code = self.proc.wait(timeout=timeout)
         self._reader.join(timeout)
         while not self.lines.empty():
             self.seen.append(self.lines.get())
-        return code, json.loads(out), "".join(self.seen)
+        return code, json.loads(out) if self.json_output else out, "".join(self.seen)
 
     def close(self) -> None:
         """Kill the child if it still runs; close its pipes."""
@@ -557,6 +559,17 @@ def test_r14_3_ctrl_c_does_not_wait_for_a_thread_that_cannot_be_stopped(
     assert "cleanup ran, cancelled=True" in err
     assert "stage blocking: 1 worker thread still running" in err
     assert "Exiting without waiting for them." in err
+
+
+def test_r14_3_plain_progress_says_what_was_left_running(here: Path, children: list[Child]) -> None:
+    child = Child(here, "flows.py:abandoned", json_output=False)
+    children.append(child)
+    child.wait_for("blocking: started")
+    child.ctrl_c()
+    code, out, err = child.finish(timeout=30)
+    assert code == 130, err
+    assert "blocking  CANCELLED" in out
+    assert "blocking  left running: 1 worker thread still running" in out
 
 
 # -- the store: --store, --resume, runs, show, report ----------------------------------------------

@@ -2,7 +2,8 @@
 
 On a terminal, the library's :class:`~proxima.data.pipeline.RichProgress`
 live table. Anywhere else (a pipe, a file, CI logs), :class:`PlainProgress`:
-one line per stage that ends, per retry, per stop request and per cleanup,
+one line per stage that ends, per retry, per stop request, per cleanup and
+per piece of work an executor could not stop (an abandoned thread),
 each stamped with the seconds since the run started, so a log reads top to
 bottom like the run did. Both are plain listeners, so they work the same
 under asyncio and trio.
@@ -59,6 +60,8 @@ class PlainProgress:
         if kind is EventKind.CLEANUP_FINISHED:
             outcome = f"failed: {event.error}" if event.error else "done"
             return f"{sid}  cleanup {outcome}"
+        if kind is EventKind.WORK_LEFT_RUNNING:
+            return f"{sid}  left running: {event.error}"
         if kind is EventKind.RUN_PAUSED:
             return "paused"
         if kind is EventKind.RUN_RESUMED:
