@@ -19,6 +19,9 @@ __all__ = ["LIBRARY_ENV", "library_first"]
 LIBRARY_ENV = "PROXIMA_BENCH_LIBRARY"
 
 
+#: The name of the private directories that hold the ``proxima`` link.
+_PREFIX = "proxima-bench-library-"
+
 _active: list[str] = []
 
 
@@ -45,13 +48,15 @@ def library_first() -> None:
         return
     if not os.path.isfile(os.path.join(source, "__init__.py")):
         raise SystemExit(f"benchmarks: no proxima package in {library}")
-    for entry in sys.path:  # a child process that inherited the link: nothing to do
-        if entry.startswith(tempfile.gettempdir()) and os.path.realpath(
+    for entry in sys.path:  # a child process that inherited the link: use it
+        if os.path.basename(entry).startswith(_PREFIX) and os.path.realpath(
             os.path.join(entry, "proxima")
         ) == os.path.realpath(source):
+            sys.path.remove(entry)
+            sys.path.insert(0, entry)
             _active.append(entry)
             return
-    shim = tempfile.mkdtemp(prefix="proxima-bench-library-")
+    shim = tempfile.mkdtemp(prefix=_PREFIX)
     atexit.register(shutil.rmtree, shim, ignore_errors=True)
     os.symlink(source, os.path.join(shim, "proxima"))
     sys.path.insert(0, shim)

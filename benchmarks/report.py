@@ -293,7 +293,9 @@ def render(outcomes: Sequence[Row], meta: Row) -> str:
         )
 
     for module in _suites(outcomes):
-        lines += ["", *module.render(measured(outcomes))]
+        section = module.render(measured(outcomes))
+        if section:
+            lines += ["", *section]
 
     broken = [o for o in outcomes if "skipped" in o or "error" in o]
     if broken:
