@@ -1,19 +1,24 @@
-"""Before/after: two result files of ``python -m benchmarks`` side by side.
+"""Before/after: result files of ``python -m benchmarks`` side by side.
 
-``python -m benchmarks.compare BEFORE.json AFTER.json [--size 10000]``
+``python -m benchmarks.compare BEFORE.json AFTER.json [--size 10000]``, or
+with several rounds of each (run alternately, so that both sides meet the
+same spells of load): ``--before B1.json B2.json ... --after A1.json ...``.
 
-For every DAG case (backend, shape, stages, par, variant) that both files
+For every DAG case (backend, shape, stages, par, variant) that both sides
 hold: the library's µs per stage and its ratio (wall and CPU) to the
-baseline, before and after, and whether the after-ratio meets the 1.5x
-target; then the bounded fan-out (``pool``) cases the same way. Each file's
-ratios were measured against the baseline in its own run, so the two are
-comparable even when the machine's speed differed between the runs.
+baseline, before and after (with several rounds: the median over the
+rounds, and the CPU ratio's range), and whether the after CPU ratio meets
+the 1.5x target; then the bounded fan-out (``pool``) cases the same way.
+Each file's ratios were measured against the baseline in its own run, so
+the sides are comparable even when the machine's speed differed between
+the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,27 +31,48 @@ __all__ = ["main"]
 Key = tuple[str, str, int, str, str]
 
 
-def _dag(report: dict[str, Any], size: int | None) -> dict[Key, dict[str, Any]]:
-    out: dict[Key, dict[str, Any]] = {}
-    for o in measured(report["outcomes"]):
-        if o["kind"] == "dag" and (size is None or o["size"] == size):
-            key = (o["backend"], o["shape"], o["size"], o["parallel"], o.get("variant", "default"))
-            out[key] = o
+def _dag(reports: Sequence[dict[str, Any]], size: int | None) -> dict[Key, list[dict[str, Any]]]:
+    """Each DAG case, with its outcome in every report that holds it."""
+    out: dict[Key, list[dict[str, Any]]] = {}
+    for report in reports:
+        for o in measured(report["outcomes"]):
+            if o["kind"] == "dag" and (size is None or o["size"] == size):
+                variant = o.get("variant", "default")
+                key = (o["backend"], o["shape"], o["size"], o["parallel"], variant)
+                out.setdefault(key, []).append(o)
     return out
 
 
-def _where(report: dict[str, Any]) -> str:
-    library = report["meta"].get("library") or {}
-    dirty = "+edits" if library.get("dirty") else ""
-    return f"{library.get('commit') or report['meta'].get('commit')}{dirty}"
+def _where(reports: Sequence[dict[str, Any]]) -> str:
+    names = []
+    for report in reports:
+        library = report["meta"].get("library") or {}
+        dirty = "+edits" if library.get("dirty") else ""
+        name = f"{library.get('commit') or report['meta'].get('commit')}{dirty}"
+        if name not in names:
+            names.append(name)
+    dates = sorted(report["meta"]["date"] for report in reports)
+    span = dates[0] if len(dates) == 1 else f"{dates[0]} .. {dates[-1]}"
+    return f"{', '.join(names)} ({len(reports)} run{'s' if len(reports) > 1 else ''}, {span})"
 
 
-def render(before: dict[str, Any], after: dict[str, Any], size: int | None) -> str:
+def _med(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if len(values) > 1 else "-"
+
+
+def render(
+    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], size: int | None
+) -> str:
     old, new = _dag(before, size), _dag(after, size)
     rows = []
     for key in sorted(set(old) & set(new), key=lambda k: (k[4], k[0], k[2], k[1], k[3])):
         backend, shape, stages, parallel, variant = key
         b, a = old[key], new[key]
+        after_cpu = _med([o["cpu_ratio"] for o in a])
         rows.append(
             [
                 "300 s" if variant == "default" else "none",
@@ -54,20 +80,22 @@ def render(before: dict[str, Any], after: dict[str, Any], size: int | None) -> s
                 shape,
                 f"{stages:,}",
                 "N" if parallel == "unbounded" else parallel,
-                f"{b['library']['us_per_stage']:.1f}",
-                f"{a['library']['us_per_stage']:.1f}",
-                f"{b['ratio']:.2f}",
-                f"{a['ratio']:.2f}",
-                f"{b['cpu_ratio']:.2f}",
-                f"{a['cpu_ratio']:.2f}",
-                "ok" if a["cpu_ratio"] <= DAG_LIMIT else "OVER",
+                f"{_med([o['library']['us_per_stage'] for o in b]):.1f}",
+                f"{_med([o['library']['us_per_stage'] for o in a]):.1f}",
+                f"{_med([o['ratio'] for o in b]):.2f}",
+                f"{_med([o['ratio'] for o in a]):.2f}",
+                f"{_med([o['cpu_ratio'] for o in b]):.2f}",
+                _spread([o["cpu_ratio"] for o in b]),
+                f"{after_cpu:.2f}",
+                _spread([o["cpu_ratio"] for o in a]),
+                "ok" if after_cpu <= DAG_LIMIT else "OVER",
             ]
         )
     lines = [
-        f"before: {_where(before)} ({before['meta']['date']})   "
-        f"after: {_where(after)} ({after['meta']['date']})",
-        "lib us/st = library wall time per stage; ratio = library / baseline of the same run;",
-        f"verdict: after cpu ratio <= {DAG_LIMIT}",
+        f"before: {_where(before)}",
+        f"after:  {_where(after)}",
+        "us/st = library wall time per stage; ratio = library / baseline of the same run;",
+        f"medians over the runs (range of the cpu ratio); verdict: after cpu ratio <= {DAG_LIMIT}",
         *table(
             [
                 "timeout",
@@ -80,31 +108,32 @@ def render(before: dict[str, Any], after: dict[str, Any], size: int | None) -> s
                 "ratio before",
                 "ratio after",
                 "cpu before",
+                "(range)",
                 "cpu after",
+                "(range)",
                 "verdict",
             ],
             rows,
-            right={3, 5, 6, 7, 8, 9, 10},
+            right={3, 5, 6, 7, 8, 9, 10, 11, 12},
         ),
     ]
     pools = []
-    for b in measured(before["outcomes"]):
-        if b["kind"] != "pool":
+    for (backend, variant), bs in _pools(before).items():
+        as_ = _pools(after).get((backend, variant))
+        if not as_:
             continue
-        for a in measured(after["outcomes"]):
-            if a["kind"] == "pool" and (a["backend"], a["variant"]) == (b["backend"], b["variant"]):
-                for way in ("taskgroup", "pool", "pool+ctx"):
-                    pools.append(
-                        [
-                            b["backend"],
-                            b["variant"],
-                            way,
-                            f"{b['sides']['library']['median_s'] * 1e3:.0f}",
-                            f"{a['sides']['library']['median_s'] * 1e3:.0f}",
-                            f"{b['sides'][way]['cpu_ratio']:.2f}",
-                            f"{a['sides'][way]['cpu_ratio']:.2f}",
-                        ]
-                    )
+        for way in ("taskgroup", "pool", "pool+ctx"):
+            pools.append(
+                [
+                    backend,
+                    variant,
+                    way,
+                    f"{_med([o['sides']['library']['median_s'] for o in bs]) * 1e3:.0f}",
+                    f"{_med([o['sides']['library']['median_s'] for o in as_]) * 1e3:.0f}",
+                    f"{_med([o['sides'][way]['cpu_ratio'] for o in bs]):.2f}",
+                    f"{_med([o['sides'][way]['cpu_ratio'] for o in as_]):.2f}",
+                ]
+            )
     if pools:
         lines += [
             "",
@@ -126,14 +155,31 @@ def render(before: dict[str, Any], after: dict[str, Any], size: int | None) -> s
     return "\n".join(lines)
 
 
+def _pools(reports: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for report in reports:
+        for o in measured(report["outcomes"]):
+            if o["kind"] == "pool":
+                out.setdefault((o["backend"], o["variant"]), []).append(o)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__)
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
+    parser.add_argument("files", type=Path, nargs="*", help="BEFORE.json AFTER.json")
+    parser.add_argument("--before", type=Path, nargs="+", default=[], help="rounds before")
+    parser.add_argument("--after", type=Path, nargs="+", default=[], help="rounds after")
     parser.add_argument("--size", type=int, default=10_000, help="stages (0: every size)")
     args = parser.parse_args(argv)
-    before = json.loads(args.before.read_text())
-    after = json.loads(args.after.read_text())
+    before_files, after_files = list(args.before), list(args.after)
+    if args.files:
+        if len(args.files) != 2 or before_files or after_files:
+            parser.error("give BEFORE.json AFTER.json, or --before ... --after ...")
+        before_files, after_files = [args.files[0]], [args.files[1]]
+    if not before_files or not after_files:
+        parser.error("nothing to compare: give BEFORE.json AFTER.json or --before/--after")
+    before = [json.loads(path.read_text()) for path in before_files]
+    after = [json.loads(path.read_text()) for path in after_files]
     print(render(before, after, args.size or None))
     return 0
 
