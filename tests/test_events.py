@@ -8,6 +8,7 @@ record under ``proxima.data.pipeline``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -751,6 +752,8 @@ def _expected_level(event: PipelineEvent) -> int:
         return logging.INFO  # SKIPPED, CANCELLED
     if event.kind is EventKind.CLEANUP_FINISHED:
         return logging.WARNING if event.error else logging.DEBUG
+    if event.kind is EventKind.WORK_LEFT_RUNNING:
+        return logging.WARNING
     return logging.INFO  # run-level, and retries
 
 
@@ -794,6 +797,22 @@ async def _stopped_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]
     return pipeline, result, events
 
 
+async def _abandoning_run() -> tuple[Pipeline, PipelineResult, list[PipelineEvent]]:
+    """A thread stage blocked past its deadline: its thread is left running (R11.5)."""
+    release = threading.Event()
+
+    def blocked(ctx: PipelineContext, data: Any) -> str:
+        release.wait(LIMIT)
+        return "late"
+
+    pipeline = _pipeline(st("blocked", blocked, timeout_seconds=0.02), executor="thread")
+    try:
+        result, events = await _run(pipeline)
+    finally:
+        release.set()
+    return pipeline, result, events
+
+
 async def test_r10_2_one_log_record_per_event(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     for scenario in (_mixed_run, _stopped_run):
@@ -816,7 +835,7 @@ async def test_r10_2_one_log_record_per_event(caplog: pytest.LogCaptureFixture) 
 async def test_r10_2_log_levels_follow_the_event(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     seen: set[tuple[EventKind, Any]] = set()
-    for scenario in (_mixed_run, _stopped_run):
+    for scenario in (_mixed_run, _stopped_run, _abandoning_run):
         caplog.clear()
         _, _, events = await scenario()
         records = _event_records(caplog)
