@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 import threading
 import time
@@ -52,13 +53,22 @@ def client(cluster: Any) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def process_client() -> Iterator[Any]:
     """One worker process under a nanny; a worker that dies fails its task
-    at once (as in the embedded cluster) instead of being retried by Dask."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    at once (as in the embedded cluster) instead of being retried by Dask.
+
+    Workers are killed here again and again: LocalCluster closes the nanny of
+    a worker still missing 15 s (``lost-worker-timeout``) after it was lost,
+    which can fall in the second of a later restart; these tests wait less.
+    """
+    settings = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.deploy.lost-worker-timeout": "1h",
+    }
+    with dask.config.set(settings):
         local = distributed.LocalCluster(
             n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0"
         )
-    with local, distributed.Client(local) as dask_client:
-        yield dask_client
+        with local, distributed.Client(local) as dask_client:
+            yield dask_client
 
 
 # Handlers: module-level, so that they pickle by reference and, on the
@@ -104,6 +114,10 @@ def dies_on_first_attempt(ctx: Any, _: Any) -> int:
     return os.getpid()
 
 
+def its_pid() -> int:
+    return os.getpid()
+
+
 def pid_file_then_sleep(path: str, ctx: Any, _: Any) -> None:
     Path(path).write_text(str(os.getpid()))
     time.sleep(60)
@@ -116,6 +130,25 @@ async def up(ctx: Any, _: Any) -> int:
 
 async def after(ctx: Any, _: Any) -> Any:
     return ctx.get("written")
+
+
+def _fresh_worker(client: Any, stuck: int) -> bool:
+    """Whether the scheduler has a worker, and none is process ``stuck``."""
+    pids = list(client.run(os.getpid, on_error="return").values())
+    return bool(pids) and all(isinstance(pid, int) and pid != stuck for pid in pids)
+
+
+async def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` is gone within ``seconds`` (waits on a pidfd)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = await anyio.to_thread.run_sync(select.select, [pidfd], [], [], seconds)
+    finally:
+        os.close(pidfd)
+    return bool(readable)
 
 
 # -- R11.7 clusters and clients -------------------------------------------------------------------
@@ -272,17 +305,25 @@ async def test_r11_5_restart_on_timeout_kills_the_worker_holding_the_overdue_tas
     process_client: Any, tmp_path: Path
 ) -> None:
     def worker_pid() -> int:
-        pid: int = process_client.submit(os.getpid, pure=False).result(20)
+        # A function of this module: the worker has imported it, as the
+        # stage's handler needs, so the deadline below is the task's alone.
+        pid: int = process_client.submit(its_pid, pure=False).result(20)
         return pid
 
-    await anyio.to_thread.run_sync(worker_pid)  # the worker is up, so the deadline is the task's
+    await anyio.to_thread.run_sync(worker_pid)
     pid_file = tmp_path / "pid"
     executor = DaskExecutor(client=process_client, restart_on_timeout=True)
     handler = functools.partial(pid_file_then_sleep, str(pid_file))
-    pipeline = make_pipeline(st("slow", handler, timeout_seconds=1, executor=executor))
+    pipeline = make_pipeline(st("slow", handler, timeout_seconds=2, executor=executor))
     with anyio.fail_after(30):
         result = await pipeline.execute()
     assert result.stage_results["slow"].status is StageStatus.TIMED_OUT
     stuck = int(pid_file.read_text())
-    # The nanny started a fresh worker, free at once for the next task.
-    assert await anyio.to_thread.run_sync(worker_pid) != stuck
+    # The worker process that held the task is killed (it is a child of this
+    # process: LocalCluster's nannies run here) ...
+    assert await _ends_within(stuck, 20), "the worker holding the overdue task still runs"
+    # ... and its nanny starts a fresh one (the scheduler has no event to
+    # wait on for that: look until it is there).
+    with anyio.fail_after(20):
+        while not await anyio.to_thread.run_sync(_fresh_worker, process_client, stuck):  # noqa: ASYNC110
+            await anyio.sleep(0.05)

@@ -23,6 +23,7 @@ import functools
 import importlib
 import math
 import os
+import pickle
 import signal
 import threading
 import uuid
@@ -34,16 +35,14 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._errors import NotPicklableError, WorkerLostError
-from ._pickling import dumps
-from ._remote import ConfigCache, cancellation_of, encode, finish
-from ._standin import Entry, SnapshotSource
+from ._errors import WorkerLostError
+from ._remote import ConfigCache, Encoded, Snapshot, cancellation_of, encode, finish
 from .base import ExecutorSession, StageCall
 
 __all__ = ["DaskExecutor"]
 
 #: How long the end of a run waits for cancellations and restarts it sent.
-_LET_GO_WAIT = 30.0
+_LET_GO_WAIT = 10.0
 #: Inputs larger than this (pickled) are scattered to the workers first.
 _SCATTER_ABOVE = 1 << 20
 
@@ -123,7 +122,9 @@ async def _open(executor: DaskExecutor) -> AsyncIterator[ExecutorSession]:
     owned: list[Any] = []
     try:
         client = await anyio.to_thread.run_sync(_connect, executor, owned)
-        session = _DaskSession(client, executor.restart_on_timeout)
+        answers = await anyio.to_thread.run_sync(_Answers, client)
+        owned.append(answers)
+        session = _DaskSession(client, executor.restart_on_timeout, answers)
         try:
             yield session
         finally:
@@ -131,7 +132,7 @@ async def _open(executor: DaskExecutor) -> AsyncIterator[ExecutorSession]:
                 await session.aclose()
     finally:
         with anyio.CancelScope(shield=True):
-            for resource in reversed(owned):  # the client, then the cluster
+            for resource in reversed(owned):  # the answers, the client, the cluster
                 await anyio.to_thread.run_sync(resource.close)
 
 
@@ -185,37 +186,110 @@ def _holder(dask_scheduler: Any, key: str) -> tuple[str, str | None] | None:
     return worker.address, worker.nanny
 
 
-def _exit_worker() -> None:  # pragma: no cover - runs in a Dask worker, which it kills
-    """(On a worker with a nanny.) Die now; the nanny starts a fresh worker."""
+async def _exit_worker() -> None:  # pragma: no cover - runs in a Dask worker, which it kills
+    """(On a worker with a nanny.) Die at once; the nanny starts a fresh
+    worker. Async, so that ``client.run(wait=False)`` returns at once instead
+    of waiting for an answer from a worker that is killing itself."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class _Answers:
+    """Answers the questions of the stand-in contexts in Dask tasks
+    (``ctx.get``, ``ctx.get_stage_result``, ``ctx.data``) from the snapshot
+    of their attempt, taken when it started (R11.4).
+
+    A task puts its question on the session's queue on the scheduler; a
+    thread of the session, blocked on that queue, answers on the task's own
+    queue. Nothing is shipped with a task that does not ask, so a pipeline
+    of many stages does not send every finished result with every task.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._queue: Any = importlib.import_module("distributed").Queue
+        queue = self._queue
+        self.channel = f"proxima-ask-{uuid.uuid4().hex}"
+        self._requests: Any = queue(self.channel, client=client)
+        self._lock = threading.Lock()
+        self._snapshots: dict[str, Snapshot] = {}  # task key -> its attempt's snapshot
+        self._thread = threading.Thread(target=self._serve, name=self.channel, daemon=True)
+        self._thread.start()
+
+    def register(self, key: str, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshots[key] = snapshot
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._snapshots.pop(key, None)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                question = self._requests.get()
+            except Exception:  # the client or the scheduler is gone
+                return
+            if question is None:
+                return
+            with suppress(Exception):
+                self._answer(*question)
+
+    def _answer(self, reply_to: str, key: str, what: str, arg: bytes) -> None:
+        with self._lock:
+            snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            answer: tuple[Any, ...] = ("error", "its attempt is over")
+        else:
+            try:
+                answer = snapshot.answer(what, pickle.loads(arg))
+            except Exception as exc:
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+        replies = self._queue(reply_to, client=self._client)
+        replies.put(list(answer))
+        replies.close()
+
+    def close(self) -> None:
+        """(Blocking.) Stop the thread and release the queue."""
+        with suppress(Exception):
+            self._requests.put(None)
+        self._thread.join(_LET_GO_WAIT)
+        with suppress(Exception):
+            self._requests.close()
+
+
 class _DaskSession:
-    def __init__(self, client: Any, restart: bool) -> None:
+    def __init__(self, client: Any, restart: bool, answers: _Answers) -> None:
         self._client = client
         self._restart = restart
+        self._answers = answers
         self._configs = ConfigCache()
         self._waiters = anyio.CapacityLimiter(math.inf)  # one thread per running task
-        self._finished: dict[str, tuple[Any, Entry]] = {}
         self._lock = threading.Lock()
         self._left: dict[str, tuple[str, str]] = {}  # task key -> (stage id, what runs)
         self._threads: list[threading.Thread] = []
 
     async def call(self, call: StageCall) -> Any:
-        from ._worker import run_dask_task
-
         encoded = encode(call, "Dask", self._configs)  # raises before anything is sent
-        snapshot = self._snapshot(call)
         key = f"proxima-{call.stage_id}-{call.attempt}-{uuid.uuid4().hex}"
         where = f"stage {call.stage_id!r} (attempt {call.attempt})"
-        args: tuple[Any, ...] = (encoded, snapshot)
+        self._answers.register(key, Snapshot(call))
+        try:
+            return await self._run(call, encoded, key, where)
+        finally:
+            self._answers.forget(key)
+
+    async def _run(self, call: StageCall, encoded: Encoded, key: str, where: str) -> Any:
+        from ._worker import run_dask_task
+
+        reason = cancellation_of(call.context)
+        args: tuple[Any, ...] = (encoded, self._answers.channel, reason)
         if len(encoded.input) > _SCATTER_ABOVE:
             # A large input goes to the workers on its own, not inside the
             # task graph through the scheduler (which Dask warns about).
             scattered = await anyio.to_thread.run_sync(
                 functools.partial(self._client.scatter, encoded.input, hash=False)
             )
-            args = (attrs.evolve(encoded, input=b""), snapshot, scattered)
+            args = (attrs.evolve(encoded, input=b""), self._answers.channel, reason, scattered)
         try:
             future = self._client.submit(run_dask_task, *args, key=key, pure=False)
         except Exception as exc:
@@ -234,19 +308,6 @@ class _DaskSession:
                 f"{where}: its Dask task was lost ({type(outcome).__name__}: {outcome})"
             ) from outcome
         return finish(outcome, call)
-
-    def _snapshot(self, call: StageCall) -> SnapshotSource:
-        """The shared data and the finished results, as the attempt starts;
-        a finished result is pickled once per run, not once per attempt."""
-        data = {key: _entry(value) for key, value in call.context.data.items()}
-        finished: dict[str, Entry] = {}
-        cache = self._finished
-        for stage_id, result in call.finished.items():
-            cached = cache.get(stage_id)
-            if cached is None or cached[0] is not result:
-                cached = cache[stage_id] = (result, _entry(result))
-            finished[stage_id] = cached[1]
-        return SnapshotSource(call.stage_id, data, finished, cancellation_of(call.context))
 
     def _let_go(self, future: Any, key: str, stage_id: str) -> None:
         """The attempt is over: cancel its task, without waiting (a thread
@@ -285,7 +346,9 @@ class _DaskSession:
                 )
             return
         with suppress(Exception):  # the worker dies under the call, as it should
-            client.run(_exit_worker, workers=[holder[0]], on_error="ignore")
+            # wait=False: the worker answers at once and then leaves and dies,
+            # so no reply is awaited from a worker that is killing itself.
+            client.run(_exit_worker, workers=[holder[0]], wait=False, on_error="ignore")
         with self._lock:
             self._left.pop(key, None)
 
@@ -307,10 +370,3 @@ class _DaskSession:
         with anyio.move_on_after(_LET_GO_WAIT):
             for thread in threads:
                 await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
-
-
-def _entry(value: Any) -> Entry:
-    try:
-        return dumps(value, "it")
-    except NotPicklableError as exc:
-        return str(exc)

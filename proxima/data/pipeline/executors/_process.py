@@ -41,9 +41,8 @@ import attrs
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._checks import max_workers_field
-from ._errors import NotPicklableError, WorkerLostError
-from ._pickling import dumps
-from ._remote import ConfigCache, Encoded, cancellation_of, encode, finish
+from ._errors import WorkerLostError
+from ._remote import ConfigCache, Encoded, Snapshot, encode, finish
 from .base import ExecutorSession, StageCall
 
 __all__ = ["ProcessExecutor"]
@@ -160,38 +159,6 @@ async def _spawn() -> anyio.abc.Process:
     raise AssertionError("unreachable")  # pragma: no cover - for the type checkers
 
 
-class _Snapshot:
-    """The caller's state as the attempt started, served to the worker's
-    stand-in one value at a time (R11.4)."""
-
-    def __init__(self, call: StageCall) -> None:
-        self._ctx = call.context
-        self._data = dict(call.context.data)
-        self._finished = dict(call.finished)
-        self._stage = call.stage_id
-
-    def answer(self, what: str, key: Any) -> tuple[Any, ...]:
-        if what == "cancelled":
-            return ("value", _reason(self._ctx))
-        if what == "keys":
-            return ("value", pickle.dumps(list(self._data)))
-        if what == "get":
-            if key not in self._data:
-                return ("missing",)
-            value = self._data[key]
-        else:
-            value = self._finished.get(key)
-        try:
-            return ("value", dumps(value, "it"))
-        except NotPicklableError as exc:
-            return ("error", str(exc))
-
-
-def _reason(ctx: Any) -> str | None:
-    reason = cancellation_of(ctx)
-    return None if reason is None else str(reason.value)
-
-
 class _ProcessSession:
     """The worker processes of one run."""
 
@@ -207,7 +174,7 @@ class _ProcessSession:
 
     async def call(self, call: StageCall) -> Any:
         encoded = encode(call, "process", self._configs)  # raises before anything starts
-        snapshot = _Snapshot(call)
+        snapshot = Snapshot(call)
         async with self._limiter:
             worker = await self._checkout()
             reply = await self._exchange(worker, encoded, snapshot)
@@ -228,7 +195,7 @@ class _ProcessSession:
         self,
         worker: _Worker,
         call: Encoded,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
     ) -> tuple[Any, ...]:
         """Send the call, answer the stand-in's questions, return the reply.
         A cancellation kills the worker (R11.5); a broken pipe means it

@@ -3,6 +3,7 @@ a worker, and the worker's reply turned back into a value (R11.4)."""
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import attrs
@@ -13,7 +14,11 @@ from ._errors import NotPicklableError
 from ._pickling import dumps, loads, unpack_exception
 from .base import StageCall
 
-__all__ = ["ConfigCache", "Encoded", "cancellation_of", "encode", "finish"]
+__all__ = ["Answer", "ConfigCache", "Encoded", "Snapshot", "cancellation_of", "encode", "finish"]
+
+#: An answer to a worker's question: ("value", pickle), ("missing",) or
+#: ("error", why the value could not be sent).
+Answer = tuple[Any, ...]
 
 
 @attrs.frozen
@@ -88,6 +93,41 @@ def finish(reply: tuple[Any, ...], call: StageCall) -> Any:
         else:
             call.context.record_metric(name, change)
     return value
+
+
+class Snapshot:
+    """The caller's state as an attempt starts, served to its worker's
+    stand-in one value at a time when asked (R11.4): a stage pays only for
+    what it reads, and a value that cannot be pickled fails only its read.
+
+    Shallow copies: a value changed in place later is seen changed, as it
+    would be by an inline stage; a key set or a stage finished later is not.
+    """
+
+    __slots__ = ("_ctx", "_data", "_finished")
+
+    def __init__(self, call: StageCall) -> None:
+        self._ctx = call.context
+        self._data = dict(call.context.data)
+        self._finished = dict(call.finished)
+
+    def answer(self, what: str, key: Any) -> Answer:
+        """``what``: "get" (a key), "keys", "result" (a stage id) or "cancelled"."""
+        if what == "cancelled":
+            reason = cancellation_of(self._ctx)
+            return ("value", None if reason is None else str(reason.value))
+        if what == "keys":
+            return ("value", pickle.dumps(list(self._data)))
+        if what == "get":
+            if key not in self._data:
+                return ("missing",)
+            value = self._data[key]
+        else:
+            value = self._finished.get(key)
+        try:
+            return ("value", dumps(value, "it"))
+        except NotPicklableError as exc:
+            return ("error", str(exc))
 
 
 def cancellation_of(ctx: Any) -> CancellationReason | None:

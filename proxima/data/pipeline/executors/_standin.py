@@ -15,10 +15,10 @@ handler gets a :class:`WorkerContext` instead, built in the worker:
 * ``cancel``, ``pause``, ``resume``, ``is_paused`` and ``wait_if_paused``
   raise :class:`WorkerContextError`: a worker cannot steer the run.
 
-Where the snapshot comes from is a :class:`Source`: the process executor
-fetches each value from the caller when it is first asked for (so a stage
-pays only for what it reads), the Dask executor ships the whole snapshot
-with the task.
+Where the snapshot comes from is a :class:`Source`: the worker asks the
+caller for each value when the handler first reads it (over the process's
+pipe, or through the Dask scheduler), so a stage pays only for what it
+reads.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .._model.errors import PipelineCancelledException
 from ._errors import NotPicklableError
 from ._pickling import dumps, loads
 
-__all__ = ["Change", "Source", "WorkerContext", "WorkerContextError"]
+__all__ = ["Change", "Source", "WorkerContext", "WorkerContextError", "missing"]
 
 #: A ``set`` or ``record_metric`` to apply in the caller: (kind, name, value).
 Change = tuple[str, Any, bytes]
@@ -204,71 +204,6 @@ class _DataView(Mapping[Any, Any]):
 
     def __len__(self) -> int:
         return len(self._ctx._source.keys())
-
-
-# -- sources ------------------------------------------------------------------------------------
-
-
-#: A value in a shipped snapshot: its pickle, or why it could not be pickled.
-Entry = bytes | str
-
-
-class SnapshotSource:
-    """The whole snapshot, shipped with the task (Dask).
-
-    Values are unpickled when first read; one that could not be pickled in
-    the caller raises :class:`NotPicklableError` when read, not before, so a
-    stage that never reads it is not hurt by it.
-    """
-
-    def __init__(
-        self,
-        stage_id: str,
-        data: dict[Any, Entry],
-        finished: dict[str, Entry],
-        reason: CancellationReason | None,
-    ) -> None:
-        self._stage_id = stage_id
-        self._data = data
-        self._finished = finished
-        self._reason = reason
-        #: Set in the worker: a live check of the stop (else the snapshot's).
-        self.live_cancellation: Any = None
-
-    def value(self, key: Any) -> Any:
-        if key not in self._data:
-            return _MISSING
-        return self._load(self._data[key], f"ctx.get({key!r})")
-
-    def keys(self) -> list[Any]:
-        return list(self._data)
-
-    def stage_result(self, stage_id: str) -> Any:
-        entry = self._finished.get(stage_id)
-        if entry is None:
-            return None
-        return self._load(entry, f"ctx.get_stage_result({stage_id!r})")
-
-    def cancellation(self) -> CancellationReason | None:
-        live = self.live_cancellation
-        if live is not None:
-            found: CancellationReason | None = live()
-            if found is not None:
-                return found
-        return self._reason
-
-    def _load(self, entry: Entry, what: str) -> Any:
-        if isinstance(entry, str):
-            raise NotPicklableError(
-                f"{what} in the worker of stage {self._stage_id!r}: the value could not be "
-                f"sent from the caller ({entry})"
-            )
-        return loads(entry)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["live_cancellation"] = None
-        return state
 
 
 def missing() -> Any:

@@ -12,6 +12,8 @@ no event loop runs here.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import pickle
 import signal
@@ -22,13 +24,22 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._model.enums import CancellationReason
+from ._errors import NotPicklableError
 from ._pickling import PackedError, dumps, loads, pack_exception
-from ._standin import Change, SnapshotSource, WorkerContext, missing
+from ._standin import Change, WorkerContext, missing
 
 if TYPE_CHECKING:
     from ._remote import Encoded
 
-__all__ = ["Reply", "main", "run_dask_task", "run_handler"]
+__all__ = [
+    "AskingSource",
+    "DaskSource",
+    "PipeSource",
+    "Reply",
+    "main",
+    "run_dask_task",
+    "run_handler",
+]
 
 _HEADER = struct.Struct("!Q")
 
@@ -69,10 +80,17 @@ def _raised(exc: Exception, what: str) -> Reply:
 # -- a Dask task ----------------------------------------------------------------------------------
 
 
-def run_dask_task(call: Encoded, source: SnapshotSource, scattered: bytes | None = None) -> Reply:
-    """The task a Dask stage's attempt runs on a worker (``scattered``: a
-    large input, sent to the workers ahead of the task)."""
-    source.live_cancellation = _dask_stop_check()
+def run_dask_task(
+    call: Encoded,
+    channel: str,
+    reason: CancellationReason | None,
+    scattered: bytes | None = None,
+) -> Reply:
+    """The task a Dask stage's attempt runs on a worker. ``channel``: the
+    session's queue for the stand-in's questions; ``reason``: the run's stop
+    reason when the attempt started; ``scattered``: a large input, sent to
+    the workers ahead of the task."""
+    source = DaskSource(call.stage_id, channel, reason)
     ctx = WorkerContext(
         stage_id=call.stage_id,
         attempt=call.attempt,
@@ -80,29 +98,10 @@ def run_dask_task(call: Encoded, source: SnapshotSource, scattered: bytes | None
         config=call.config,
         source=source,
     )
-    return run_handler(ctx, call.handler, call.input if scattered is None else scattered)
-
-
-def _dask_stop_check() -> Any:
-    """A check that says whether this task's future was cancelled (the
-    attempt's deadline or a forced stop): Dask marks a running task
-    "cancelled" on its worker, though it cannot interrupt it."""
     try:
-        from distributed import get_worker
-
-        worker = get_worker()
-        key = worker.get_current_task()
-    except Exception:  # not in a Dask worker: keep the snapshot's answer
-        return None
-
-    def stopped() -> CancellationReason | None:
-        task = worker.state.tasks.get(key)
-        if task is None or task.state in ("cancelled", "released", "forgotten"):
-            # The run's own reason is not known here; the attempt is over.
-            return CancellationReason.TIMEOUT
-        return None
-
-    return stopped
+        return run_handler(ctx, call.handler, call.input if scattered is None else scattered)
+    finally:
+        source.close()
 
 
 # -- the process worker ---------------------------------------------------------------------------
@@ -143,12 +142,14 @@ class Channel:
         return answer
 
 
-class RemoteSource:
-    """The snapshot lives in the caller; each read is a round trip."""
+class AskingSource:
+    """Reads the caller's snapshot of the attempt by asking for each value."""
 
-    def __init__(self, channel: Channel, stage_id: str) -> None:
-        self._channel = channel
+    def __init__(self, stage_id: str) -> None:
         self._stage_id = stage_id
+
+    def _ask(self, what: str, key: Any) -> tuple[Any, ...]:
+        raise NotImplementedError
 
     def value(self, key: Any) -> Any:
         return self._fetch("get", key, f"ctx.get({key!r})")
@@ -160,14 +161,8 @@ class RemoteSource:
     def stage_result(self, stage_id: str) -> Any:
         return self._fetch("result", stage_id, f"ctx.get_stage_result({stage_id!r})")
 
-    def cancellation(self) -> CancellationReason | None:
-        reason = self._channel.ask("cancelled", None)[1]
-        return None if reason is None else CancellationReason(reason)
-
     def _fetch(self, what: str, key: Any, call: str) -> Any:
-        from ._errors import NotPicklableError
-
-        answer = self._channel.ask(what, key)
+        answer = self._ask(what, key)
         if answer[0] == "missing":
             return missing()
         if answer[0] == "error":
@@ -176,6 +171,93 @@ class RemoteSource:
                 f"sent from the caller ({answer[1]})"
             )
         return loads(answer[1])
+
+
+class PipeSource(AskingSource):
+    """A process worker asks over its pipe (a round trip while the handler
+    waits); so does ``check_cancelled``, which sees a stop at once."""
+
+    def __init__(self, channel: Channel, stage_id: str) -> None:
+        super().__init__(stage_id)
+        self._channel = channel
+
+    def _ask(self, what: str, key: Any) -> tuple[Any, ...]:
+        return self._channel.ask(what, key)
+
+    def cancellation(self) -> CancellationReason | None:
+        reason = self._channel.ask("cancelled", None)[1]
+        return None if reason is None else CancellationReason(reason)
+
+
+#: How long a Dask stand-in waits for the caller's answer.
+_ASK_TIMEOUT = 60.0
+
+
+class DaskSource(AskingSource):
+    """A Dask task asks through two queues on the scheduler (the only party
+    both the caller and a worker can always reach): the session's, which a
+    thread of the session serves, and one of its own for the answers."""
+
+    def __init__(self, stage_id: str, channel: str, reason: CancellationReason | None) -> None:
+        super().__init__(stage_id)
+        self._channel = channel
+        self._reason = reason
+        self._lock = threading.Lock()  # a handler's own threads may ask too
+        self._queues: tuple[Any, Any] | None = None
+        self._task, self._stopped = _current_task()
+
+    def _ask(self, what: str, key: Any) -> tuple[Any, ...]:
+        with self._lock:
+            if self._queues is None:
+                queue = _distributed().Queue
+                self._queues = (queue(self._channel), queue())
+            requests, answers = self._queues
+            question = [answers.name, self._task, what, pickle.dumps(key)]
+            requests.put(question)
+            try:
+                answer = answers.get(timeout=_ASK_TIMEOUT)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the worker of stage {self._stage_id!r} asked the caller for "
+                    f"{what} {key!r} and got no answer in {_ASK_TIMEOUT:g} s"
+                ) from None
+        return tuple(answer)
+
+    def cancellation(self) -> CancellationReason | None:
+        """The start's reason, or a stop seen since: the task's future was
+        cancelled (the attempt's deadline, or a forced stop), which Dask marks
+        on the worker though it cannot interrupt the task."""
+        if self._reason is None and self._stopped is not None and self._stopped():
+            # The run's own reason is not known here; the attempt is over.
+            return CancellationReason.TIMEOUT
+        return self._reason
+
+    def close(self) -> None:
+        if self._queues is not None:
+            for queue in self._queues:
+                with contextlib.suppress(Exception):
+                    queue.close()
+
+
+def _current_task() -> tuple[str | None, Any]:
+    """This Dask task's key, and a check of whether its future was cancelled
+    (``None``, ``None`` outside a Dask worker)."""
+    try:
+        worker = _distributed().get_worker()
+        key: str = worker.get_current_task()
+    except Exception:
+        return None, None
+
+    def stopped() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
+    return key, stopped
+
+
+def _distributed() -> Any:
+    """Dask's distributed package, imported only in a Dask task."""
+    return importlib.import_module("distributed")
 
 
 def _exit_with_the_caller(caller: int) -> None:
@@ -212,7 +294,7 @@ def main() -> None:
             attempt=attempt,
             pipeline_id=pipeline_id,
             config=config,
-            source=RemoteSource(channel, stage_id),
+            source=PipeSource(channel, stage_id),
         )
         channel.send(run_handler(ctx, handler_blob, input_blob))
         del ctx, message, handler_blob, input_blob
