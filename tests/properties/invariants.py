@@ -4,6 +4,14 @@
 rule it checks; ``assert_contract`` fails with all of them at once. The
 checks hold for every case, whatever the timing; ``compare_with_model``
 adds the exact predictions of the reference model for deterministic cases.
+
+Whatever executor runs a stage (R11.8), the same checks apply to the attempts
+as the engine saw them (see ``harness``): for thread and process stages the
+start, deadline and end come from the loop side of the executor call. On top:
+R11.2 (a handler where its executor says, a coroutine on the loop), R11.5 (a
+thread still running after ``execute()`` is reported) and R11.4/R11.6 (what a
+worker process raised comes back as itself; a worker that exited fails the
+attempt with an error naming the stage and how).
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ from .harness import (
 )
 from .model import Expected
 from .strategies import (
-    EXCEPTIONS,
+    DIE,
+    FAILURES,
     FROM_STAGE,
     PIPELINE_TIMEOUT,
+    PROCESS,
+    RAISE,
     RAISE_PCE,
     USER_REASONS,
     Case,
@@ -72,7 +83,9 @@ def violations(case: Case, obs: Observation) -> list[str]:
     if obs.leftover_tasks:
         bad(f"R5.2: tasks still running after execute() returned: {obs.leftover_tasks}")
     if rec.live:
-        bad(f"R5.2: {rec.live} handler(s) still running after execute() returned")
+        bad(f"R5.2: {rec.live} attempt(s) still running after execute() returned")
+    out.extend(rec.misplaced)  # R11.2 and R3, as the handlers saw them
+    _still_running(obs, bad)
 
     if obs.live_state is not None:
         running, same, pipeline_status, live = obs.live_state
@@ -183,28 +196,85 @@ def violations(case: Case, obs: Observation) -> list[str]:
         _stage(case, sc, obs, status, stopped, bad)
 
     # -- R2.1: concurrency ----------------------------------------------------------------
+    # Live *attempts*, from the engine's call to the engine's end: a thread
+    # abandoned at its deadline or at a forced stop runs on, but its attempt
+    # is over and holds no slot (R11.5); R5.2 below counts the same way.
     if rec.max_live > case.limit:
-        bad(f"R2.1: {rec.max_live} handlers ran at once, limit is {case.limit}")
+        bad(f"R2.1: {rec.max_live} attempts ran at once, limit is {case.limit}")
 
     # -- R5.4: cleanup ----------------------------------------------------------------------
-    started = list(rec.first_starts)
+    _cleanup(case, obs, stopped, bad)
+    return out
+
+
+def _cleanup(case: Case, obs: Observation, stopped: bool, bad: Any) -> None:
+    """R5.4 (and R11.9: a plain-function cleanup runs in a worker thread).
+
+    The cleanup timeout counts from the engine's start of the cleanup, the
+    hop to the worker thread included: on a loaded machine a plain-function
+    cleanup can time out before its thread has called it (asyncio then never
+    calls it; trio may, late). Such a cleanup, recorded as timed out after
+    the full timeout, is left out of the order check."""
+    result = obs.result
+    rec = obs.rec
+    assert result is not None
+    by_id = case.by_id()
+    errors = result.metadata.get("cleanup_errors", {})
+    log = result.metadata.get("cleanup", {})
+    hop_late = _hop_late(case, obs)
     want: list[str] = []
     if stopped and case.cleanup_on_cancel:
-        want = [s for s in reversed(started) if by_id[s].cleanup is not None]
-    if rec.cleanups != want:
+        want = [s for s in reversed(rec.first_starts) if by_id[s].cleanup is not None]
+    ran = [s for s in rec.cleanups if s not in hop_late]
+    if ran != [s for s in want if s not in hop_late] or not set(rec.cleanups) <= set(want):
         bad(
             f"R5.4: cleanups ran {rec.cleanups}, expected {want} "
-            f"(reverse start order of started stages, only after a stop)"
+            f"(reverse start order of started stages, only after a stop; log {log})"
         )
     if any(rec.handlers_live_at_cleanup):
         bad("R5.4: a cleanup ran while stage handlers were still running")
     if rec.cleanup_max_live > 1:
         bad("R5.4: cleanups ran concurrently")
-    errors = result.metadata.get("cleanup_errors", {})
-    want_errors = {s for s in rec.cleanups if by_id[s].cleanup in ("raise", "hang")}
+    want_errors = {s for s in ran if by_id[s].cleanup in ("raise", "hang")} | hop_late
     if set(errors) != want_errors:
-        bad(f"R5.4: cleanup_errors {sorted(errors)} != failing cleanups {sorted(want_errors)}")
-    return out
+        bad(
+            f"R5.4: cleanup_errors {sorted(errors)} != failing cleanups {sorted(want_errors)} "
+            f"(log {log})"
+        )
+
+
+def _hop_late(case: Case, obs: Observation) -> set[str]:
+    """Plain-function cleanups that timed out, after the full timeout: maybe
+    before their worker thread ever called them (see ``_cleanup``)."""
+    result = obs.result
+    if result is None or case.cleanup_timeout is None:
+        return set()
+    by_id = case.by_id()
+    log = result.metadata.get("cleanup", {})
+    limit_ms = case.cleanup_timeout * 1000
+    return {
+        sid
+        for sid, error in result.metadata.get("cleanup_errors", {}).items()
+        if by_id[sid].cleanup in ("sync", "raise")
+        and "timed out" in str(error)
+        and log.get(sid, {}).get("duration_ms", 0.0) >= limit_ms - 2
+    }
+
+
+def _still_running(obs: Observation, bad: Any) -> None:
+    """R11.5: a thread still running when ``execute()`` returned is reported
+    in ``result.metadata["still_running"]``. (The converse is not checked: a
+    listed thread may have ended in the meantime.)"""
+    result = obs.result
+    if result is None or not obs.rec.threads_after_run:
+        return
+    listed = result.metadata.get("still_running", {})
+    missing = sorted(obs.rec.threads_after_run - set(listed))
+    if missing:
+        bad(
+            f"R11.5: threads of {missing} ran on after execute() returned, but "
+            f"metadata['still_running'] is {listed!r}"
+        )
 
 
 def _r6_3_status(case: Case, status: dict[str, StageStatus]) -> PipelineStatus:
@@ -311,6 +381,8 @@ def _stage(
             bad(f"R4.4/R5.2: {sid} attempt {log.n} hung and was never cancelled")
         if log.exit is None:
             bad(f"R5.2: {sid} attempt {log.n} never finished")
+        if sc.executor == PROCESS and log.exit == RAISED:
+            _crossed_back(sc, log, bad)
     # Every attempt but the last failed in a retryable way, before any stop (R4).
     for prev, nxt in itertools.pairwise(logs):
         why = _retry_reason(case, sc, prev)
@@ -364,6 +436,20 @@ def _stage(
             bad(f"R4.6: {sid} raised after the stop / without a retry, yet ended CANCELLED")
 
 
+def _crossed_back(sc: StageCase, log: AttemptLog, bad: Any) -> None:
+    """R11.4, R11.6: what a process stage's attempt raised is what its
+    handler raised in the worker, as itself; a worker that exited fails the
+    attempt with an error naming the stage and how it died."""
+    behaviour = sc.attempt(log.n)
+    want = FAILURES.get(behaviour.exc) if behaviour.kind in (RAISE, DIE) else None
+    if want is None or type(log.exc) is not want:
+        bad(f"R11.4: {sc.sid} attempt {log.n} ({behaviour!r}) came back raising {log.exc!r}")
+    elif behaviour.kind == DIE and (
+        repr(sc.sid) not in str(log.exc) or "code 3" not in str(log.exc)
+    ):
+        bad(f"R11.6: {sc.sid}: a dead worker's error does not say which and how: {log.exc}")
+
+
 def _past_deadline(log: AttemptLog) -> bool:
     """Whether the attempt ended at or after its stage deadline (both read on
     the event loop's clock, so preemption cannot skew them)."""
@@ -412,7 +498,7 @@ def _retry_reason(case: Case, sc: StageCase, log: AttemptLog) -> str:
         if log.stop_begun_at_exit:
             return "it failed after a stop began (R4.6)"
         name = type(log.exc).__name__
-        if name in EXCEPTIONS and not rc.retries_exception(name):
+        if name in FAILURES and not rc.retries_exception(name):
             return f"{name} is not in retry_on_exceptions (R4.3)"
         return ""
     if log.exit == CANCELLED:
@@ -469,7 +555,7 @@ def compare_with_model(case: Case, obs: Observation, model: Expected) -> list[st
                 bad(f"model R3: {sid} result {result.stage_results[sid].result!r} != {want!r}")
     for sid, name in model.exc_names.items():
         exc = result.stage_results[sid].exception
-        if type(exc) is not EXCEPTIONS[name]:
+        if type(exc) is not FAILURES[name]:
             bad(f"model R4.5: {sid} exception {exc!r}, expected a {name}")
     for sid, roots in model.skip_roots.items():
         exc = result.stage_results[sid].exception
@@ -477,7 +563,10 @@ def compare_with_model(case: Case, obs: Observation, model: Expected) -> list[st
             bad(f"model R6.2: {sid} skipped with {exc!r}, roots {roots}")
     if model.order is not None and obs.rec.entry_order != model.order:
         bad(f"model R2.2: attempts ran in order {obs.rec.entry_order}, model says {model.order}")
-    if model.cleanups is not None and obs.rec.cleanups != model.cleanups:
+    late = _hop_late(case, obs)
+    if model.cleanups is not None and [s for s in obs.rec.cleanups if s not in late] != [
+        s for s in model.cleanups if s not in late
+    ]:
         bad(f"model R5.4: cleanups {obs.rec.cleanups}, model says {model.cleanups}")
     return out
 
@@ -487,9 +576,10 @@ def signature(obs: Observation, keys: set[str] | None = None) -> dict[str, Any]:
     result = obs.result
     if result is None:
         return {}
+    late = _hop_late(obs.rec.case, obs)  # timing, not the backend
     sig: dict[str, Any] = {
         "pipeline": (result.status, result.cancellation_reason),
-        "cleanup_errors": sorted(result.metadata.get("cleanup_errors", {})),
+        "cleanup_errors": sorted(set(result.metadata.get("cleanup_errors", {})) - late),
     }
     for sid, r in result.stage_results.items():
         sig[sid] = (r.status, r.attempt_count, r.result, type(r.exception).__name__)
@@ -534,3 +624,14 @@ def note(case: Case, *observations: Observation) -> None:
             event("all slots in use at some point")
         if obs.rec.cleanups:
             event("cleanups ran")
+        executors = {sc.executor for sc in case.stages}
+        event(f"executors: {'+'.join(sorted(executors)) or '-'}")
+        logs = [log for logs in obs.rec.attempts.values() for log in logs]
+        if any(log.abandoned for log in logs):
+            event("a thread abandoned by its attempt")
+        if obs.rec.threads_after_run:
+            event("a thread still running after execute()")
+        if any(log.executor == PROCESS and log.exit == CANCELLED for log in logs):
+            event("a worker process killed")
+        if any(type(log.exc).__name__ == "WorkerLostError" for log in logs):
+            event("a worker process died")

@@ -15,6 +15,12 @@ the answer (see ``strategies.cases(deterministic=True)``):
   raised from inside a handler: one attempt at a time in earliest-first
   topological order (R2.2), so the whole run, stop included, is a simple
   loop over a heap.
+
+Where a stage runs (R11) never changes the answer: the generator gives thread
+and process stages only behaviours whose outcome does not depend on how long
+a hop to a worker thread or a worker's start-up takes (see
+``strategies.attempts``), and in-stage stops from a thread a grace period that
+cannot cut them short (see ``strategies.cases``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from dataclasses import dataclass, field
 
 from proxima.data.pipeline import CancellationReason, PipelineStatus, StageStatus
 
-from .harness import derive
+from .faults import derive
 from .strategies import (
+    BLOCK,
     CANCEL,
+    DIE,
     FROM_STAGE,
     HANG,
     RAISE,
@@ -64,15 +72,15 @@ class Expected:
 def _attempt_outcome(case: Case, sc: StageCase, n: int) -> str:
     """'ok', 'raise' or 'timeout' for attempt ``n`` of ``sc`` without a stop."""
     behaviour = sc.attempt(n)
-    if behaviour.kind == RAISE:
+    if behaviour.kind in (RAISE, DIE):  # DIE: WorkerLostError (R11.6)
         return "raise"
     timeout = case.timeout_of(sc)
     if behaviour.kind == HANG:
         assert timeout is not None, "a hang without a timeout never ends on its own"
         return "timeout"
-    if behaviour.kind == SHIELD and timeout is not None and behaviour.delay > timeout:
-        return "timeout"
-    return "ok"  # ok, a short shield, cooperative work without a stop
+    if behaviour.kind in (SHIELD, BLOCK) and timeout is not None and behaviour.delay > timeout:
+        return "timeout"  # ignores its deadline: cancelled, abandoned or killed there (R11.5)
+    return "ok"  # ok, a short shield or block, cooperative work without a stop
 
 
 def _retries(case: Case, sc: StageCase, n: int, outcome: str) -> bool:

@@ -9,28 +9,36 @@ into a real :class:`~proxima.data.pipeline.Pipeline`.
 Timing is kept tiny: handler delays of 0-3 ms, retry delays of 0-3 ms, stage
 timeouts of 20-40 ms (only on stages that need one) and pipeline timeouts of
 5-50 ms.
+
+Each stage names where it runs (R11): ``inline`` or ``thread`` (drawn for
+every stage), or ``process`` where a strategy argument allows it. Thread
+stages add attempts that block their thread (past their deadline too, or
+until the run is over); process stages run only plain-function attempts,
+plus a worker that exits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import strategies as st
 
 from proxima.data.pipeline import CancellationReason, RetryStrategy
 
+from .faults import BLOCK, COOP, DIE, EXCEPTIONS, FAILURES, HANG, OK, RAISE, SHIELD, StageError
 
-class StageError(Exception):
-    """A test-only exception type (not a builtin)."""
-
-
-#: The exceptions a stage may raise, by name (names keep cases printable).
-EXCEPTIONS: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
-    "KeyError": KeyError,
-    "ConnectionError": ConnectionError,  # an OSError
-    "StageError": StageError,
-}
+__all__ = [
+    "BLOCK",
+    "COOP",
+    "DIE",
+    "EXCEPTIONS",
+    "FAILURES",
+    "HANG",
+    "OK",
+    "RAISE",
+    "SHIELD",
+    "StageError",
+]
 
 #: Types a retry config may restrict retries to (R4.3: subclasses included).
 RETRY_ON_TYPES: dict[str, type[BaseException]] = {
@@ -49,12 +57,13 @@ USER_REASONS = (
     CancellationReason.DEPENDENCY_FAILED,
 )
 
-# Attempt kinds.
-OK = "ok"  # sleep `delay`, return a value derived from the input
-RAISE = "raise"  # sleep `delay`, raise EXCEPTIONS[exc]
-HANG = "hang"  # wait until cancelled (exceeds its timeout)
-SHIELD = "shield"  # ignore cancellation for `delay` (shielded), checkpoint, return
-COOP = "coop"  # `steps` x (ctx.check_cancelled(); sleep 1 ms), then return
+# Where a stage runs (R11): ``Stage(executor=...)``.
+INLINE = "inline"  # on the event loop
+THREAD = "thread"  # a worker thread; a coroutine it returns is awaited on the loop
+PROCESS = "process"  # a worker process (its own, smaller-budget test)
+#: What ``cases`` draws each stage's executor from by default: a third of the
+#: stages in threads (a thread hop costs 1.5-2.5x an inline attempt here).
+DEFAULT_EXECUTORS = (INLINE, INLINE, THREAD)
 
 # Stop kinds and sources.
 NO_STOP = "none"
@@ -67,6 +76,14 @@ FROM_THREAD = "thread"  # pipeline.cancel() from a worker thread
 FROM_OUTER = "outer"  # the caller's cancellation: a cancel scope around execute()
 
 STAGE_TIMEOUTS = (0.02, 0.03, 0.04)
+#: A stage timeout no attempt comes near: a thread or process stage with a
+#: timeout in a deterministic case gets this one unless every attempt is
+#: sure to overrun (a thread hop or a worker's start-up on a loaded machine
+#: can take longer than 20-40 ms, so a short timeout would decide by timing).
+LONG_TIMEOUT = 5.0
+#: A grace period no stopping attempt comes near (deterministic in-stage stops
+#: from a worker thread: see ``cases``).
+LONG_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,14 +93,17 @@ class Attempt:
     kind: str
     delay: float = 0.0
     exc: str = "ValueError"
-    sync: bool = False  # run inline in a plain function (no await at all)
+    #: All of it in the handler's plain-function call (no await at all): on
+    #: the loop for an inline stage, in the worker thread for a thread stage;
+    #: otherwise the handler returns a coroutine, awaited on the loop (R11.2).
+    sync: bool = False
     steps: int = 0
 
     def __repr__(self) -> str:
         bits = [self.kind]
         if self.kind == RAISE:
             bits.append(self.exc)
-        if self.kind in (OK, RAISE, SHIELD) and self.delay:
+        if self.kind in (OK, RAISE, SHIELD, BLOCK) and self.delay:
             bits.append(f"{self.delay * 1000:g}ms")
         if self.kind == COOP:
             bits.append(f"{self.steps} steps")
@@ -111,7 +131,7 @@ class RetryCase:
         if self.retry_on is None:
             return True
         wanted = tuple(RETRY_ON_TYPES[name] for name in self.retry_on)
-        return issubclass(EXCEPTIONS[exc_name], wanted)
+        return issubclass(FAILURES[exc_name], wanted)
 
     def delay(self, retry: int) -> float:
         """R4.2, spelled out independently of ``RetryConfig.get_delay``."""
@@ -135,6 +155,7 @@ class StageCase:
     timeout: float | None = None  # Stage.timeout_seconds
     retry: RetryCase | None = None  # Stage.retry_config
     cleanup: str | None = None  # None, "ok", "sync", "raise", "hang"
+    executor: str = INLINE  # Stage.executor (R11.1)
 
     def attempt(self, n: int) -> Attempt:
         return self.attempts[min(n, len(self.attempts)) - 1]
@@ -249,13 +270,18 @@ def attempts(
     deterministic: bool,
     may_hang: bool,
     faulty: bool = False,
+    executor: str = INLINE,
 ) -> Attempt:
     """One attempt's behaviour.
 
     ``deterministic`` keeps to behaviours whose outcome no scheduling noise
-    can change: on a stage with a timeout only instant (sync) attempts,
-    attempts that hang until the timeout, or shields well past it.
+    can change: on an inline stage with a timeout only instant (sync)
+    attempts, attempts that hang until the timeout, or shields well past it;
+    on a thread or process stage with a short timeout only attempts sure to
+    overrun it (the hop to a thread, or a worker's start-up, is not instant).
     """
+    if executor != INLINE:
+        return draw(_worker_attempts(timeout, deterministic, may_hang, faulty, executor))
     kinds = [OK, OK, OK, RAISE, RAISE, SHIELD, COOP]
     if timeout is not None or may_hang:
         kinds += [HANG]
@@ -279,6 +305,55 @@ def attempts(
 
 
 @st.composite
+def _worker_attempts(
+    draw: st.DrawFn,
+    timeout: float | None,
+    deterministic: bool,
+    may_hang: bool,
+    faulty: bool,
+    executor: str,
+) -> Attempt:
+    """An attempt of a thread or process stage.
+
+    A thread stage's handler runs in a worker thread: sync attempts there
+    (``BLOCK`` blocks the thread, a sync ``HANG`` blocks it until the run is
+    over), the others return a coroutine that the loop awaits (R11.2). A
+    process stage's handler is a plain function in a worker process: only
+    sync kinds, plus ``DIE`` (the worker exits, R11.6).
+    """
+    limit = 0.0 if timeout is None else timeout
+    short = timeout is not None and timeout < LONG_TIMEOUT
+    thread = executor == THREAD
+    kinds = [OK, OK, OK, RAISE, RAISE, COOP, BLOCK] + ([SHIELD] if thread else [DIE])
+    if short or may_hang:
+        kinds += [HANG]
+    if faulty:
+        kinds += [RAISE] * 4
+    if deterministic and short:
+        kinds = [HANG, BLOCK] + ([SHIELD] if thread else [])  # all sure to time out
+    kind = draw(st.sampled_from(kinds))
+    sync = True if not thread else draw(st.booleans())
+    if kind in (OK, RAISE):
+        delay = 0.0 if sync else draw(_DELAYS)
+        exc = draw(_EXC_NAMES) if kind == RAISE else "ValueError"
+        return Attempt(kind, delay=delay, exc=exc, sync=sync)
+    if kind == BLOCK:
+        if short and (deterministic or draw(st.booleans())):
+            # Overruns its deadline: the thread is abandoned, the worker killed.
+            return Attempt(BLOCK, delay=limit + 0.02, sync=True)
+        return Attempt(BLOCK, delay=draw(st.sampled_from([0.001, 0.002, 0.003])), sync=True)
+    if kind == SHIELD:
+        if short and (deterministic or draw(st.booleans())):
+            return Attempt(SHIELD, delay=limit + 0.02)
+        return Attempt(SHIELD, delay=draw(st.sampled_from([0.001, 0.003, 0.006])))
+    if kind == COOP:
+        return Attempt(COOP, steps=draw(st.integers(1, 4)), sync=sync)
+    if kind == DIE:
+        return Attempt(DIE, exc="WorkerLostError", sync=True)
+    return Attempt(HANG, sync=sync)
+
+
+@st.composite
 def cases(
     draw: st.DrawFn,
     *,
@@ -290,6 +365,7 @@ def cases(
     sources: tuple[str, ...] = (FROM_STAGE, RAISE_PCE, FROM_TASK, FROM_THREAD),
     all_cleanups: bool = False,
     slow_retries: bool = False,
+    executors: tuple[str, ...] = DEFAULT_EXECUTORS,
 ) -> Case:
     """A random pipeline with random faults and a random stop.
 
@@ -299,12 +375,28 @@ def cases(
     change (what the reference model can predict): no pipeline timeout, no
     stop from another task or thread, and no retry delay while a stop can
     happen (serial runs with in-stage stops get zero delays).
+
+    Each stage runs on an executor drawn from ``executors`` (R11; repeat one
+    to weight it). ``PROCESS`` belongs in small cases only (a worker's
+    start-up costs ~0.15 s and more under load).
     """
     parallel = draw(st.booleans()) if serial is None else not serial
     stop_kind = draw(st.sampled_from(stops))
     if deterministic:
         assert stop_kind in (NO_STOP, CANCEL)
         assert stop_kind == NO_STOP or not parallel, "only serial stops are deterministic"
+    # A process stage's handler cannot call cancel() (R11.4), and the harness
+    # counts only handlers that can towards an in-stage stop; the model counts
+    # every attempt: no in-stage stops with process stages.
+    assert (
+        PROCESS not in executors
+        or CANCEL not in stops
+        or not set(sources)
+        & {
+            FROM_STAGE,
+            RAISE_PCE,
+        }
+    )
     if stop_kind == CANCEL:
         source = draw(st.sampled_from(sources))
         in_stage = source in (FROM_STAGE, RAISE_PCE)
@@ -336,6 +428,11 @@ def cases(
             deps = list(dict.fromkeys(draw(st.lists(pick, max_size=3))))
         timeout = draw(st.sampled_from([None] * 6 + list(STAGE_TIMEOUTS)))
         effective = timeout if timeout is not None else stage_timeout
+        executor = draw(st.sampled_from(executors))
+        if deterministic and executor != INLINE and effective is not None and draw(st.booleans()):
+            # Either every attempt overruns the short timeout, or a timeout
+            # that no attempt comes near (see LONG_TIMEOUT).
+            timeout = effective = LONG_TIMEOUT
         behaviour = draw(
             st.lists(
                 attempts(
@@ -343,6 +440,7 @@ def cases(
                     deterministic=deterministic,
                     may_hang=may_hang,
                     faulty=slow_retries,
+                    executor=executor,
                 ),
                 min_size=1,
                 max_size=4,
@@ -362,6 +460,7 @@ def cases(
                 timeout=timeout,
                 retry=retry,
                 cleanup=cleanup,
+                executor=executor,
             )
         )
     order = draw(st.permutations(range(n))) if n else []
@@ -371,6 +470,18 @@ def cases(
     grace_choices: list[float | None] = [0.0, 0.001, 0.005, 0.02]
     if not untimed_hang:
         grace_choices.append(None)  # no limit: fine when everything ends on its own
+    if (
+        deterministic
+        and stop.kind == CANCEL
+        and stop.source == FROM_STAGE
+        and any(sc.executor != INLINE for sc in stages)
+    ):
+        # A stage that calls cancel() from a worker thread and then returns
+        # races the grace period: the stop reaches the loop apart from the
+        # return, and a grace period that ends first makes the value too late
+        # (R5.2). Deterministic only with no grace limit, or a long one (in a
+        # serial run nothing else is running, so it costs no time).
+        grace_choices = [None, LONG_GRACE]
     return Case(
         stages=tuple(stages[i] for i in order),
         continue_on_error=draw(st.booleans()),
@@ -380,10 +491,31 @@ def cases(
         stage_timeout=stage_timeout,
         grace=draw(st.sampled_from(grace_choices)),
         # A plain-function cleanup runs in a worker thread (R11.9): leave room for
-        # the hop on a loaded machine.
+        # the hop on a loaded machine (a hanging one is async, on the loop).
         cleanup_timeout=draw(st.sampled_from([0.1, 0.2] if hang_cleanups else [0.5, None])),
         cleanup_on_cancel=draw(st.sampled_from([True, True, True, False])),
         collect_metrics=draw(st.booleans()),
         stop=stop,
         initial_input=draw(st.one_of(st.none(), st.integers(-3, 3), st.text("ab", max_size=3))),
     )
+
+
+def on_threads(case: Case) -> Case:
+    """``case`` with every stage moved to a worker thread whose attempts stay
+    deterministic there: all of them, unless a short timeout applies, and
+    then only stages whose every attempt overruns it (a hang, a long shield).
+    An in-stage ``cancel()`` from a thread races a grace period (see
+    ``cases``), so such a case gets a long one (in a serial run it changes no
+    outcome)."""
+
+    def movable(sc: StageCase) -> bool:
+        timeout = case.timeout_of(sc)
+        if timeout is None or timeout >= LONG_TIMEOUT:
+            return True
+        return all(a.kind == HANG or (a.kind == SHIELD and a.delay > timeout) for a in sc.attempts)
+
+    stages = tuple(replace(sc, executor=THREAD) if movable(sc) else sc for sc in case.stages)
+    grace = case.grace
+    if case.stop.kind == CANCEL and case.stop.source == FROM_STAGE and grace is not None:
+        grace = LONG_GRACE
+    return replace(case, stages=stages, grace=grace)
