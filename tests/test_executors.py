@@ -749,3 +749,15 @@ async def test_r11_4_a_lambda_runs_as_a_process_stage_by_pipeline_default() -> N
     assert value == 42
     assert pid != os.getpid()
     assert result.status.name == "COMPLETED"
+
+
+async def test_r7_6_r11_4_a_reserved_metric_name_is_refused_inside_the_process() -> None:
+    def records_attempts(ctx: Any, _: Any) -> str:
+        ctx.record_metric("attempts", 3)  # the library's own: refused where it is called
+        return "not reached"
+
+    pipeline = make_pipeline(st("m", records_attempts, executor="process"))
+    result = await pipeline.execute()
+    m = result.stage_results["m"]
+    assert m.status is StageStatus.FAILED
+    assert "metric name 'attempts' is reserved" in str(m.error)

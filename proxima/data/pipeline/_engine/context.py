@@ -21,15 +21,14 @@ import anyio.lowlevel
 from .._model.config import PipelineConfig
 from .._model.enums import CancellationReason
 from .._model.errors import PipelineCancelledException
+from .._model.results import RESERVED_METRICS
 from .handoff import LoopHandoff
 
 if TYPE_CHECKING:
     from .._model.results import StageResult
 
-__all__ = ["RESERVED_METRICS", "PipelineContext", "RunControl", "current_stage_metrics"]
+__all__ = ["PipelineContext", "RunControl", "current_stage_metrics"]
 
-#: Metric names the engine fills in itself (R7.6).
-RESERVED_METRICS = frozenset({"queue_wait_ms", "retry_delay_ms", "attempts"})
 
 #: The metrics dict of the stage whose handler is running in this task (or
 #: in this worker thread, which runs in a copy of the task's context).

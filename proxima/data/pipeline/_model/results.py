@@ -25,7 +25,10 @@ from .errors import (
 )
 from .text import describe, safe_repr, shorten, text_of
 
-__all__ = ["SUMMARY_TABLE_LIMIT", "PipelineResult", "StageResult", "jsonable"]
+__all__ = ["RESERVED_METRICS", "SUMMARY_TABLE_LIMIT", "PipelineResult", "StageResult", "jsonable"]
+
+#: Metric names the engine fills in itself (R7.6); ``record_metric`` refuses them.
+RESERVED_METRICS = frozenset({"queue_wait_ms", "retry_delay_ms", "attempts"})
 
 _FAILED = (StageStatus.FAILED, StageStatus.TIMED_OUT)
 #: Longest text of any one field in a result's repr.

@@ -28,6 +28,7 @@ from typing import Any, NoReturn, Protocol
 
 from .._model.enums import CancellationReason
 from .._model.errors import PipelineCancelledException
+from .._model.results import RESERVED_METRICS
 from ._errors import NotPicklableError
 from ._pickling import dumps, loads
 
@@ -129,6 +130,8 @@ class WorkerContext:
         """Add ``name: value`` to this stage's metrics, once this attempt completes."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"metric name must be a non-empty str, got {name!r}")
+        if name in RESERVED_METRICS:
+            raise ValueError(f"metric name {name!r} is reserved for the library's own metrics")
         blob = dumps(value, f"stage {self.stage_id!r}: the value of metric {name!r}")
         self._changes.append(("metric", name, blob))
 
