@@ -14,12 +14,19 @@ snakeviz or ``pstats``.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import cProfile
 import pstats
+import shutil
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from .measure import (
     BACKENDS,
@@ -124,23 +131,26 @@ def _dag_job(
     ``def`` no-op stages on that executor, against a baseline whose stages
     call the handler directly (``inline``), through ``anyio.to_thread``
     (``thread``) or ``anyio.to_process`` (``process``)."""
-    from . import executors
+    if executor == "loop":  # runs against a library without executors too
+        handler: Any = noop
 
-    bare: dict[str, Any] = {
-        "loop": noop,
-        "inline": executors.work,
-        "thread": executors._to_thread,
-        "process": executors._to_process,
-    }
-
-    def build(these: Sequence[StageSpec]) -> list[Any]:
-        if executor == "loop":
+        def build(these: Sequence[StageSpec]) -> list[Any]:
             return library_stages(these)
-        return executors._stages(these, executors.work, executor)
+
+    else:
+        from . import executors
+
+        handler = {
+            "inline": executors.work,
+            "thread": executors._to_thread,
+            "process": executors._to_process,
+        }[executor]
+
+        def build(these: Sequence[StageSpec]) -> list[Any]:
+            return executors._stages(these, executors.work, executor)
 
     stages = build(specs) if side == "library" else []
     small = specs[:1000]  # a prefix of any shape is a valid graph
-    handler = bare[executor]
 
     async def run(profiler: cProfile.Profile) -> Any:
         # Profiles the run itself (not the gc.collect() before it).
@@ -156,6 +166,76 @@ def _dag_job(
         return await _time_baseline(small, parallel, variant=variant, handler=handler)
 
     return run, warm
+
+
+def _store_job(side: str, specs: Sequence[StageSpec], parallel: int, mode: str) -> Job:
+    """Profile a run with a ``SQLiteStore`` (``mode="record"``: against the
+    baseline with a bare insert+commit per stage through a thread) or the
+    resume of a recorded run whose last stage changed (``mode="resume"``:
+    against the same stages run fresh, without a store)."""
+    from pathlib import Path as _Path
+
+    from proxima.data.pipeline import Pipeline
+    from proxima.data.pipeline.store import SQLiteStore
+
+    from . import store as bench_store
+    from .baseline import BaselineRunner
+    from .measure import library_config
+
+    folder = _Path(tempfile.mkdtemp(prefix="proxima-bench-profile-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    config = library_config(parallel, variant="no-timeout")
+    first = bench_store._stages(specs, version_of_last="1")
+    changed = bench_store._stages(specs, version_of_last="2")
+    sqlite = SQLiteStore(folder / "runs.db")
+    recorded: list[str] = []
+
+    async def library(profiler: cProfile.Profile | None) -> Any:
+        pipeline = Pipeline(config).add_stages(changed if mode == "resume" else first)
+        with _enabled(profiler):
+            if mode == "record":
+                return await pipeline.execute(store=sqlite)
+            return await pipeline.execute(store=sqlite, resume=recorded[0])
+
+    async def baseline(profiler: cProfile.Profile | None) -> Any:
+        if mode == "resume":  # the same stages, fresh, no store
+            pipeline = Pipeline(config).add_stages(changed)
+            with _enabled(profiler):
+                return await pipeline.execute()
+        bare = bench_store.BareTable(folder / "bare.db")
+        bare.new_run()
+
+        async def insert(sid: str, data: Any) -> str:
+            await anyio.to_thread.run_sync(bare.insert, sid, bench_store.VALUE)
+            return bench_store.VALUE
+
+        runner = BaselineRunner(specs, insert, max_parallel=parallel, stage_timeout=None)
+        with _enabled(profiler):
+            await runner.run()
+        bare.close()
+
+    async def run(profiler: cProfile.Profile) -> Any:
+        return await (library if side == "library" else baseline)(profiler)
+
+    async def warm() -> Any:
+        result = await Pipeline(config).add_stages(first).execute(store=sqlite)
+        assert result.run_id is not None
+        recorded.append(result.run_id)
+        return result
+
+    return run, warm
+
+
+@contextlib.contextmanager
+def _enabled(profiler: cProfile.Profile | None) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,6 +258,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="loop: async def stages (default); else def stages on that executor, against "
         "the baseline calling the handler directly / via to_thread / via to_process",
     )
+    parser.add_argument(
+        "--store",
+        choices=["record", "resume"],
+        default=None,
+        help="record: a run with a SQLiteStore (baseline: a bare insert+commit per stage "
+        "through a thread); resume: the resume of a recorded run with the last stage "
+        "changed (baseline: the same stages fresh, no store); no-op stages, no timeout",
+    )
     parser.add_argument("--side", choices=["library", "baseline", "both"], default="both")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
@@ -189,7 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     size: int = args.size
     sides = ["library", "baseline"] if args.side == "both" else [args.side]
     for side in sides:
-        if args.shape == "cancel":
+        if args.store is not None:
+            parallel = size if args.parallel == "unbounded" else int(args.parallel)
+            run, warm = _store_job(side, build_shape(args.shape, size), parallel, args.store)
+            title = f"{side}, store {args.store}, {args.shape} {size}, {args.backend}"
+        elif args.shape == "cancel":
             run, warm = _cancel_job(side, size, args.grace)
             title = f"{side}, cancel {size} running, grace {args.grace:g}s, {args.backend}"
         else:
