@@ -123,5 +123,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against a lean anyio baseline; see benchmarks/README.md."""
-    session.install("-e", ".[trio,uvloop]")
+    session.install("-e", ".[trio,uvloop,dask]")  # dask: the executors suite
     session.run("python", "-m", "benchmarks", *session.posargs)
