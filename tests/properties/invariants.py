@@ -174,7 +174,11 @@ def violations(case: Case, obs: Observation) -> list[str]:
 
     # A critical stage that failed before any stop began stopped the run (R6.1),
     # and that first stop decides the reason (R5.1: the first stop wins).
-    if not case.continue_on_error:
+    # "Before" is read when the engine got the failure; a stop from another OS
+    # thread can still land between that and the engine acting on it, and
+    # then it is first (only the status must agree with it: R6.3 above).
+    thread_stop_first = rec.entries_at_thread_stop is not None and reason is case.stop.reason
+    if not case.continue_on_error and not thread_stop_first:
         for sid in ids:
             logs = rec.attempts[sid]
             if (
