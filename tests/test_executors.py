@@ -761,3 +761,45 @@ async def test_r7_6_r11_4_a_reserved_metric_name_is_refused_inside_the_process()
     m = result.stage_results["m"]
     assert m.status is StageStatus.FAILED
     assert "metric name 'attempts' is reserved" in str(m.error)
+
+
+def test_r11_5_thread_job_abandoned_before_its_thread_began_never_calls_the_handler() -> None:
+    """The attempt's deadline can pass while its job still waits for a worker
+    thread: abandoning it then drops it (the handler is never called, and
+    nothing is reported as still running); abandoning a job that has begun
+    reports it until it ends."""
+    from proxima.data.pipeline.executors import _thread
+
+    calls: list[str] = []
+    ended: list[object] = []
+    call = StageCall(
+        stage_id="t",
+        attempt=1,
+        handler=lambda ctx, data: calls.append(data),
+        context=None,
+        input="x",
+    )
+    early = _thread._Job(call)
+    assert early.abandon(ended.append) is False  # not started: dropped, not reported
+    assert early.run() is None
+    assert calls == []
+    assert ended == []
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def blocking(ctx: Any, data: Any) -> str:
+        started.set()
+        release.wait(10)
+        return "late"
+
+    late = _thread._Job(
+        StageCall(stage_id="t", attempt=2, handler=blocking, context=None, input=None)
+    )
+    worker = threading.Thread(target=late.run)
+    worker.start()
+    assert started.wait(10)
+    assert late.abandon(ended.append) is True  # running: reported until it ends
+    release.set()
+    worker.join(10)
+    assert ended == [late]

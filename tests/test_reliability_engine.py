@@ -25,6 +25,8 @@ from proxima.data.pipeline import (
     PipelineContext,
     PipelineEvent,
     PipelineStatus,
+    RetryConfig,
+    RetryStrategy,
     StageStatus,
     TimeoutConfig,
 )
@@ -549,3 +551,28 @@ async def test_r6_3_cancel_from_a_thread_seen_before_its_signal_lands_still_stop
     b = result.stage_results["b"]
     # trio may start "b" before "a": then it ran before the cancel existed.
     assert (b.status, b.attempt_count) in ((StageStatus.CANCELLED, 0), (StageStatus.COMPLETED, 1))
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_r4_6_r6_3_failure_right_after_a_threads_cancel_is_not_retried_and_run_is_cancelled(
+    retries: int,
+) -> None:
+    """Another thread's ``cancel()`` has returned, its signal not yet on the
+    loop, when the stage fails: the stop came first. No retry (R4.6), the
+    stage ends FAILED, the run CANCELLED by the user (R6.3)."""
+
+    def fails_after_a_threads_cancel(ctx: PipelineContext, _: Any) -> None:
+        worker = threading.Thread(target=ctx.cancel)
+        worker.start()
+        worker.join(LIMIT)
+        assert ctx.is_cancelled
+        raise ValueError("after the stop")
+
+    retry = RetryConfig(strategy=RetryStrategy.IMMEDIATE, max_retries=retries)
+    pipeline = make_pipeline(st("f", fails_after_a_threads_cancel), retry=retry, executor="inline")
+    with anyio.fail_after(LIMIT):
+        result = await pipeline.execute()
+    assert result.status is PipelineStatus.CANCELLED
+    assert result.cancellation_reason is CancellationReason.USER_REQUESTED
+    assert result.stage_results["f"].status is StageStatus.FAILED
+    assert result.stage_results["f"].attempt_count == 1

@@ -231,10 +231,13 @@ class PipelineContext:
         if self._control is not None:
             self._control.on_resume()
 
-    def _cancel(self, reason: CancellationReason) -> None:
-        """The run's own stop: record ``reason`` unless one was given first."""
+    def _cancel(self, reason: CancellationReason) -> CancellationReason:
+        """The run's own stop: record ``reason`` unless one was given first;
+        return the reason that stands."""
         with self._lock:
-            if self._cancel_reason is not None:
-                return
+            standing = self._cancel_reason
+            if standing is not None:
+                return standing
             self._cancel_reason = reason
         self._wake_paused()
+        return reason

@@ -21,6 +21,10 @@ __all__ = ["apply"]
 
 async def apply(run: Run, state: StageState, outcome: Outcome) -> None:
     """Give ``outcome`` of ``state``'s attempt its consequences."""
+    if not run.stop.stopping:
+        # A cancel from another thread that has not reached the loop yet
+        # comes first: no retry after it, and it is the stop's reason.
+        run.stop_if_cancelled()
     kind = outcome.kind
     ledger = run.ledger
     if kind is OutcomeKind.COMPLETED:

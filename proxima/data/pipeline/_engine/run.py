@@ -279,7 +279,12 @@ class Run:
         first = not self.stop.stopping
         if not self.stop.begin(origin):
             return
-        self.ctx._cancel(reason)  # the first reason wins there
+        standing = self.ctx._cancel(reason)  # the first reason wins there
+        if standing is not reason and origin is not Origin.EXTERNAL:
+            # A cancel() from another thread got there first, its signal
+            # still on its way: the run was stopped by the user (R6.3).
+            self.stop.origin = Origin.USER
+            reason = standing
         self.emitter.emit(EventKind.STOP_REQUESTED, status=PipelineStatus.RUNNING, reason=reason)
         if first:
             for state in self._delaying:

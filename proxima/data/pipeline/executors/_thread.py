@@ -50,19 +50,27 @@ async def _open(max_workers: int) -> AsyncIterator[ExecutorSession]:
 
 
 class _Job:
-    """One handler call in a thread; knows whether it has ended, so an
-    abandoned one can be reported until it does."""
+    """One handler call in a thread; knows whether it has started and ended,
+    so an abandoned one is reported until it ends, and one abandoned before
+    its thread got to it never calls the handler at all."""
 
-    __slots__ = ("_call", "_lock", "_on_end", "done", "value")
+    __slots__ = ("_call", "_lock", "_on_end", "done", "dropped", "started", "value")
 
     def __init__(self, call: StageCall) -> None:
         self._call = call
         self._lock = threading.Lock()
         self._on_end: Any = None
+        self.started = False
+        self.dropped = False
         self.done = False
         self.value: Any = None
 
     def run(self) -> Any:
+        with self._lock:
+            if self.dropped:  # its attempt ended before this thread began
+                self.done = True
+                return None
+            self.started = True
         call = self._call
         try:
             value = call.handler(call.context, call.input)
@@ -78,8 +86,12 @@ class _Job:
                 on_end(self)
 
     def abandon(self, on_end: Any) -> bool:
-        """Call ``on_end(job)`` when the thread ends; False if it has already."""
+        """Call ``on_end(job)`` when the thread ends; False if it has already,
+        or never started (then it never will: the handler is not called)."""
         with self._lock:
+            if not self.started:
+                self.dropped = True
+                return False
             if not self.done:
                 self._on_end = on_end
                 return True
