@@ -155,6 +155,43 @@ def render(
     return "\n".join(lines)
 
 
+def markdown(
+    before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], size: int | None
+) -> str:
+    """The DAG comparison as Markdown, one table per variant: rows shape and
+    par, a column per backend with the median CPU ratio before -> after."""
+    old, new = _dag(before, size), _dag(after, size)
+    keys = sorted(set(old) & set(new))
+    backends = [b for b in ("asyncio", "uvloop", "trio") if any(k[0] == b for k in keys)]
+    lines: list[str] = []
+    for variant in ("default", "no-timeout"):
+        rows = sorted({(k[1], k[2], k[3]) for k in keys if k[4] == variant})
+        if not rows:
+            continue
+        title = "300 s stage timeout" if variant == "default" else "no stage timeout"
+        lines += [
+            f"**{title}** (CPU ratio to the baseline, before → after)",
+            "",
+            "| shape | stages | par | " + " | ".join(backends) + " |",
+            "| --- | --- | --- | " + " | ".join("---" for _ in backends) + " |",
+        ]
+        for shape, stages, parallel in rows:
+            cells = []
+            for backend in backends:
+                key = (backend, shape, stages, parallel, variant)
+                if key not in old or key not in new:
+                    cells.append("-")
+                    continue
+                b = _med([o["cpu_ratio"] for o in old[key]])
+                a = _med([o["cpu_ratio"] for o in new[key]])
+                mark = "" if a <= DAG_LIMIT else " ✗"
+                cells.append(f"{b:.2f} → {a:.2f}{mark}")
+            par = "N" if parallel == "unbounded" else parallel
+            lines.append(f"| {shape} | {stages:,} | {par} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _pools(reports: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for report in reports:
@@ -170,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, nargs="+", default=[], help="rounds before")
     parser.add_argument("--after", type=Path, nargs="+", default=[], help="rounds after")
     parser.add_argument("--size", type=int, default=10_000, help="stages (0: every size)")
+    parser.add_argument(
+        "--markdown", action="store_true", help="DAG tables in Markdown (for the README)"
+    )
     args = parser.parse_args(argv)
     before_files, after_files = list(args.before), list(args.after)
     if args.files:
@@ -180,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("nothing to compare: give BEFORE.json AFTER.json or --before/--after")
     before = [json.loads(path.read_text()) for path in before_files]
     after = [json.loads(path.read_text()) for path in after_files]
-    print(render(before, after, args.size or None))
+    show = markdown if args.markdown else render
+    print(show(before, after, args.size or None))
     return 0
 
 
