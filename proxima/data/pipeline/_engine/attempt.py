@@ -69,7 +69,7 @@ async def attempt(run: Run, state: StageState) -> Outcome:
     """Make one attempt of ``state``'s stage (its slot is already taken)."""
     # A stop or a pause may have come since the slot was handed out: both
     # are checked right before the handler call (R5.2, R9.1).
-    if run.stop.stopping or run.stop_if_cancelled():
+    if run.stop.stopping or (run.ctx._cancel_reason is not None and run.stop_if_cancelled()):
         return _NOT_STARTED
     if run.ctx._paused:
         return _DEFERRED

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 __all__ = ["apply"]
 
 
-async def apply(run: Run, state: StageState, outcome: Outcome) -> None:
-    """Give ``outcome`` of ``state``'s attempt its consequences."""
-    if not run.stop.stopping:
+def apply(run: Run, state: StageState, outcome: Outcome) -> bool:
+    """Give ``outcome`` of ``state``'s attempt its consequences. True means
+    "COMPLETED, and a store must commit it before its dependents are
+    released": the caller awaits the store, then calls :func:`release`."""
+    if run.ctx._cancel_reason is not None and not run.stop.stopping:
         # A cancel from another thread that has not reached the loop yet
         # comes first: no retry after it, and it is the stop's reason.
         run.stop_if_cancelled()
@@ -30,7 +32,7 @@ async def apply(run: Run, state: StageState, outcome: Outcome) -> None:
     if kind is OutcomeKind.COMPLETED:
         ledger.end(state, StageStatus.COMPLETED, None, outcome.value)
         if run.durable is not None:
-            await run.durable.flush()  # committed before any dependent starts (R13.2)
+            return True  # committed before any dependent starts (R13.2)
         run.flow.release(state)
     elif kind is OutcomeKind.DEFERRED:
         run.slots.push(state)  # still QUEUED: resume refills
@@ -50,6 +52,7 @@ async def apply(run: Run, state: StageState, outcome: Outcome) -> None:
         run.die(outcome.error)
     else:
         _failed(run, state, outcome)
+    return False
 
 
 def _failed(run: Run, state: StageState, outcome: Outcome) -> None:

@@ -201,7 +201,12 @@ class Run:
     # -- attempt and retry tasks ------------------------------------------------------------------
     def _fill(self) -> None:
         """Hand free slots to ready stages, one task per attempt."""
-        if self.stop.stopping or self.stop_if_cancelled() or self.ctx._paused:
+        ctx = self.ctx
+        if (
+            self.stop.stopping
+            or ctx._paused
+            or (ctx._cancel_reason is not None and self.stop_if_cancelled())
+        ):
             return
         take = self.slots.take
         spawn = self._tg.start_soon  # type: ignore[union-attr]
@@ -228,7 +233,10 @@ class Run:
     async def _attempt_task(self, state: StageState) -> None:
         """One attempt; its slot and its task count are given back here only."""
         try:
-            await apply(self, state, await attempt(self, state))
+            if apply(self, state, await attempt(self, state)):
+                assert self.durable is not None
+                await self.durable.flush()  # before any dependent starts (R13.2)
+                self.flow.release(state)
         except anyio.get_cancelled_exc_class():
             self.ledger.cancelled(state)
             raise
