@@ -546,7 +546,7 @@ def cases(*, quick: bool, repeats: int | None) -> list[dict[str, Any]]:
             "kind": "exec_throughput",
             "size": 10_000,
             "parallel": 32,
-            "repeats": r or (3 if quick else 5),
+            "repeats": r or (2 if quick else 5),
         },
     ]
 

@@ -300,11 +300,11 @@ def cases(*, quick: bool, repeats: int | None) -> list[dict[str, Any]]:
             "kind": "store_overhead",
             "shape": shape,
             "size": size,
-            "repeats": repeats or (5 if quick else 9),
+            "repeats": repeats or (3 if quick else 9),
         }
         for shape in ("chain", "wide")
     ]
-    out.append({"kind": "store_resume", "size": 10_000, "repeats": repeats or (3 if quick else 5)})
+    out.append({"kind": "store_resume", "size": 10_000, "repeats": repeats or (2 if quick else 5)})
     return out
 
 
