@@ -363,6 +363,13 @@ class Recorder:
         exc: BaseException | None = None,
     ) -> None:
         """The engine's end of a thread or process attempt, seen on the loop."""
+        if log.executor == THREAD:
+            with self.lock:
+                ended = log.exit is not None
+            if ended:
+                # The handler returned a coroutine: the thread session awaited
+                # it on the loop, and the coroutine recorded its own end.
+                return
         if log.executor == THREAD and kind != CANCELLED:
             # The engine got what the handler gave in its thread.
             with self.lock:
@@ -456,7 +463,7 @@ class _ObservedSession:
         finally:
             _CURRENT.reset(token)
         if inspect.iscoroutine(value):
-            return value  # the handler's coroutine: the engine awaits it, it records its end
+            return value  # an inline handler's coroutine: the engine awaits it, it records its end
         rec.observed_end(ctx, log, HANG_CAP if value == HANG_CAP_VALUE else RETURNED, value)
         return value
 

@@ -59,7 +59,8 @@ class Flow:
             if state.waiting == 0:
                 state.input = initial_input
                 self._ready(state, now)
-        self._restore()
+        if self._restoring:
+            self._restore()
 
     def requeue(self, state: StageState) -> None:
         """``state`` waits for a slot again (a retry, R4)."""
@@ -68,7 +69,8 @@ class Flow:
     def release(self, state: StageState) -> None:
         """``state`` COMPLETED: its dependents whose dependencies all did are ready."""
         self._release(state)
-        self._restore()
+        if self._restoring:
+            self._restore()
 
     def skip_below(self, state: StageState) -> None:
         """Every stage downstream of ``state`` that has not started ends

@@ -28,6 +28,7 @@ _perf = time.perf_counter
 _wall = time.time
 
 _COMPLETED = StageStatus.COMPLETED
+_blank = object.__new__
 TERMINAL = frozenset(
     {
         StageStatus.COMPLETED,
@@ -116,26 +117,29 @@ class Ledger:
             error = self._cancel_text
         else:
             error = describe(exc)
-        result = StageResult(
-            stage_id=stage.stage_id,
-            stage_name=stage.name,
-            status=status,
-            result=value,
-            error=error,
-            exception=exc,
-            start_time=state.start_wall,
-            end_time=state.end_wall,
-            attempt_count=state.attempts,
-            metrics=metrics,
-            critical=stage.critical,
-            restored_from=restored_from,
-        )
+        # Field by field rather than through ``StageResult(...)``: calling a
+        # class with twelve keywords costs four times as much in CPython, once
+        # per stage. tests/test_ledger.py checks that every field is set.
+        result = _blank(StageResult)
+        result.stage_id = stage.stage_id
+        result.stage_name = stage.name
+        result.status = status
+        result.result = value
+        result.error = error
+        result.exception = exc
+        result.start_time = state.start_wall
+        result.end_time = state.end_wall
+        result.attempt_count = state.attempts
+        result.metrics = metrics
+        result.critical = stage.critical
+        result.restored_from = restored_from
         state.final = result
         self._ctx._results[stage.stage_id] = result
         if self.on_end is not None:
             self.on_end(state)
         emitter = self._emitter
-        if emitter.verbose or emitter.wants(status):
+        # A COMPLETED record's event is DEBUG: wanted exactly when ``verbose``.
+        if emitter.verbose or (status is not _COMPLETED and emitter.wants(status)):
             emitter.emit(
                 EventKind.STAGE_FINISHED,
                 stage_id=stage.stage_id,
@@ -193,7 +197,8 @@ class Ledger:
     ) -> PipelineResult:
         """The :class:`PipelineResult`; every stage not yet ended ends CANCELLED."""
         for state in self._states:
-            self.cancelled(state)
+            if state.status is not _COMPLETED:
+                self.cancelled(state)
         result = PipelineResult(
             pipeline_id=self._ctx.pipeline_id,
             pipeline_name=name,

@@ -25,11 +25,12 @@ import contextvars
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._graph import Plan
 from .._model.config import PipelineConfig
@@ -63,6 +64,13 @@ _wall = time.time
 
 class Run:
     """One execution of a :class:`Plan`; create one per ``execute()``."""
+
+    #: The running anyio backend, looked up once per run when ``execute()``
+    #: starts: anyio's front functions (``anyio.current_time()``,
+    #: ``anyio.CancelScope()``, ``anyio.lowlevel.checkpoint_if_cancelled()``)
+    #: ask which library runs on every call, a third of what they cost, and
+    #: every attempt calls them.
+    backend: type[anyio.abc.AsyncBackend]
 
     def __init__(
         self,
@@ -131,6 +139,7 @@ class Run:
         ``BaseException`` that escaped a stage, both after cleanup; before
         any stage runs, what opening an executor or the store raises."""
         self.start_wall = _wall()
+        self.backend = anyio.lowlevel.current_token().backend_class
         async with contextlib.AsyncExitStack() as resources:
             sessions = await open_sessions(self.states, self.config, resources)
             if self.durable is not None:
@@ -209,11 +218,14 @@ class Run:
         ):
             return
         take = self.slots.take
-        spawn = self._tg.start_soon  # type: ignore[union-attr]
+        assert self._tg is not None
+        spawn: Callable[..., object] = self._tg.start_soon
         run_in_root = self._root.run
         while (state := take()) is not None:
             self._alive += 1
-            run_in_root(spawn, self._attempt_task, state)
+            # Named after its stage (asyncio's task dumps and trio's show it),
+            # which also spares anyio working out a name per task.
+            run_in_root(spawn, self._attempt_task, state, name=state.stage.stage_id)
 
     def stop_if_cancelled(self) -> bool:
         """A cancel from another thread is visible on the context at once,

@@ -35,17 +35,15 @@ class StopState:
     (``KeyboardInterrupt``...) to re-raise once the run is recorded.
     """
 
-    __slots__ = ("fatal", "finished", "forced", "origin")
+    __slots__ = ("fatal", "finished", "forced", "origin", "stopping")
 
     def __init__(self) -> None:
         self.origin: Origin | None = None
+        #: ``origin is not None``, kept as a plain attribute: read for every attempt.
+        self.stopping = False
         self.forced = False
         self.finished = False
         self.fatal: BaseException | None = None
-
-    @property
-    def stopping(self) -> bool:
-        return self.origin is not None
 
     def begin(self, origin: Origin) -> bool:
         """Record a stop by ``origin``; False when it changes nothing."""
@@ -56,6 +54,7 @@ class StopState:
         if self.finished and origin is not Origin.EXTERNAL:
             return False
         self.origin = origin
+        self.stopping = True
         return True
 
     def record_fatal(self, exc: BaseException) -> None:

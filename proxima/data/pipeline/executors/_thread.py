@@ -133,7 +133,12 @@ class _ThreadSession:
                     self._abandoned[job] = call.stage_id
             raise
         job.value = None
-        return value.coroutine if isinstance(value, _Coroutine) else value
+        # An awaitable the handler returned is awaited here, on the loop (R11.2).
+        if isinstance(value, _Coroutine):
+            return await value.coroutine
+        if inspect.isawaitable(value):
+            return await value
+        return value
 
     def _ended(self, job: _Job) -> None:
         """Runs in the abandoned thread, as it ends."""

@@ -4,8 +4,10 @@ The engine never calls a handler itself. For each attempt it builds one
 :class:`StageCall` and calls ``session.call(call)`` inside the attempt's
 cancel scope. The call returns the value or an awaitable of it (an
 ``async def call`` is fine); the engine awaits an awaitable, and once more
-if that gives an awaitable (a thread's handler that returned a coroutine),
-so an inline call costs no coroutine of its own. The
+if that gives a coroutine (an ``async def call`` that returned the
+handler's), so an inline call costs no coroutine of its own. Another
+awaitable a handler returns is the executor's to await (the thread
+executor awaits it on the loop). The
 attempt's deadline, a forced stop and the caller's cancellation all reach
 the executor as an anyio cancellation of that ``await``: what the executor
 does then (cancel a coroutine, abandon a thread, kill a process, cancel a
@@ -21,9 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, runtime_checkable
-
-import attrs
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["ContextLike", "Executor", "ExecutorSession", "StageCall"]
 
@@ -41,13 +42,11 @@ class ContextLike(Protocol):
     def set(self, key: str, value: Any) -> None: ...
 
 
-@attrs.define(slots=True, eq=False)
-class StageCall:
+class StageCall(NamedTuple):
     """One attempt's handler call, as the engine hands it to an executor.
 
-    Built once per attempt, on the hot path: a plain slotted record (not
-    frozen, whose ``__init__`` costs a guarded setattr per field). Treat it
-    as read-only."""
+    Built once per attempt, on the hot path, so a named tuple: read-only,
+    and the engine builds it with ``tuple.__new__`` (no ``__init__`` call)."""
 
     #: The stage's id, for error messages ("stage 'load': ...").
     stage_id: str
@@ -61,7 +60,7 @@ class StageCall:
     input: Any
     #: Results of the stages that finished so far, by id (for a stand-in's
     #: ``get_stage_result``).
-    finished: Mapping[str, Any] = attrs.field(factory=dict)
+    finished: Mapping[str, Any] = MappingProxyType({})
 
 
 @runtime_checkable
