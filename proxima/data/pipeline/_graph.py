@@ -48,25 +48,30 @@ def plan(stages: Sequence[Stage]) -> Plan:
 
     dependencies: list[tuple[int, ...]] = []
     dependents: list[list[int]] = [[] for _ in stages]
+    backward = True  # every dependency added before its dependent: acyclic for sure
     for position, st in enumerate(stages):
         positions = []
         for dep in st.dependencies:
-            if dep == st.stage_id:
-                raise PipelineValidationError(
-                    f"stage {st.stage_id!r} depends on itself", stage_id=st.stage_id
-                )
             dep_position = index.get(dep)
             if dep_position is None:
                 raise PipelineValidationError(
                     f"stage {st.stage_id!r} depends on unknown stage {dep!r}",
                     stage_id=st.stage_id,
                 )
+            if dep_position >= position:
+                if dep_position == position:
+                    raise PipelineValidationError(
+                        f"stage {st.stage_id!r} depends on itself", stage_id=st.stage_id
+                    )
+                backward = False
             positions.append(dep_position)
             dependents[dep_position].append(position)
         dependencies.append(tuple(positions))
 
-    frozen_dependents = tuple(tuple(d) for d in dependents)
-    if not _is_acyclic(dependencies, frozen_dependents):
+    frozen_dependents = tuple(map(tuple, dependents))
+    # Edges that all point back in insertion order cannot form a cycle; only
+    # a graph with a forward edge needs the full check.
+    if not backward and not _is_acyclic(dependencies, frozen_dependents):
         _reject_cycle(stages)
     return Plan(tuple(stages), tuple(dependencies), frozen_dependents)
 

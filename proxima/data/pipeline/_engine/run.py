@@ -87,7 +87,7 @@ class Run:
         self.config = config
         self.ctx = ctx
         self._initial_input = initial_input
-        self.states = [StageState(i, plan, config) for i in range(len(plan))]
+        self.states = StageState.for_plan(plan, config)
         self.stop = StopState()
         self.emitter = Emitter(ctx.pipeline_id, config.name, [] if listeners is None else listeners)
         self.emitter.on_fatal = self.die

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StageState"]
 
+_PENDING = StageStatus.PENDING
+
 
 class StageState:
     """What the engine knows about one stage while a run goes on.
@@ -47,13 +49,21 @@ class StageState:
         "waiting",
     )
 
-    def __init__(self, position: int, plan: Plan, config: PipelineConfig) -> None:
-        stage = plan.stages[position]
+    def __init__(
+        self,
+        position: int,
+        stage: Stage,
+        waiting: int,
+        retry: RetryConfig,
+        timeout: float | None,
+        limits: tuple[str, ...],
+    ) -> None:
+        """One per stage, built by :meth:`StageState.for_plan`."""
         self.position = position
-        self.stage: Stage = stage
-        self.status = StageStatus.PENDING
+        self.stage = stage
+        self.status = _PENDING
         #: Dependencies not yet COMPLETED (R2.4).
-        self.waiting = len(plan.dependencies[position])
+        self.waiting = waiting
         self.input: Any = None
         self.attempts = 0
         self.start_wall: float | None = None
@@ -66,15 +76,34 @@ class StageState:
         #: The cancel scope of a retry delay in progress (a stop cancels it).
         self.scope: anyio.CancelScope | None = None
         self.final: StageResult | None = None
-        self.retry: RetryConfig = stage.retry_config or config.retry
-        timeout = stage.timeout_seconds
-        self.timeout = timeout if timeout is not None else config.timeout.stage_timeout_seconds
+        self.retry = retry
+        self.timeout = timeout
         #: The tags of this stage that have a limit (R12).
-        limits = config.tag_limits
-        self.limits: tuple[str, ...] = (
-            tuple(tag for tag in stage.tags if tag in limits) if limits else ()
-        )
+        self.limits = limits
         #: Where the handler runs: set when the run opens its executors.
         self.session: ExecutorSession | None = None
         #: The stage's store key (R13), when the run has a store.
         self.key: str | None = None
+
+    @classmethod
+    def for_plan(cls, plan: Plan, config: PipelineConfig) -> list[StageState]:
+        """A state for every stage of ``plan``: the stage's own retry policy,
+        timeout and limited tags, else the pipeline's."""
+        retry = config.retry
+        timeout = config.timeout.stage_timeout_seconds
+        tag_limits = config.tag_limits
+        states = []
+        for position, (stage, deps) in enumerate(zip(plan.stages, plan.dependencies, strict=True)):
+            own = stage.timeout_seconds
+            limits = tuple(tag for tag in stage.tags if tag in tag_limits) if tag_limits else ()
+            states.append(
+                cls(
+                    position,
+                    stage,
+                    len(deps),
+                    stage.retry_config or retry,
+                    timeout if own is None else own,
+                    limits,
+                )
+            )
+        return states
