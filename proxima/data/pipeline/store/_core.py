@@ -11,6 +11,7 @@ stage, signing and verifying, encoding and decoding, rebuilding a result.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import warnings
@@ -263,6 +264,9 @@ class StoreCore:
     def runs(self, tables: Tables, pipeline_name: str | None, limit: int) -> list[RunInfo]:
         return [row.info() for row in tables.runs(pipeline_name, limit)]
 
+    def delete_run(self, tables: Tables, run_id: str) -> bool:
+        return tables.delete_run(run_id)
+
     # -- rebuilding a result ----------------------------------------------
     def load(self, tables: Tables, run_id: str) -> tuple[PipelineResult, list[str]]:
         run = tables.get_run(run_id)
@@ -335,10 +339,31 @@ class StoreCore:
 
 def warn_all(problems: Sequence[str]) -> None:
     """Each problem as a :class:`StoreWarning` and a log warning, from the
-    caller's thread (never from a worker thread)."""
+    caller's thread (never from a worker thread), pointed at the first caller
+    outside the store (the user's ``load()``, the engine's journal call),
+    however many of the store's own methods lie in between."""
+    if not problems:
+        return
+    level = _outside_the_store()
     for problem in problems:
         logger.warning("store: %s", problem)
-        warnings.warn(problem, StoreWarning, stacklevel=3)
+        warnings.warn(problem, StoreWarning, stacklevel=level)
+
+
+_STORE_PACKAGE = __name__.rpartition(".")[0] + "."
+
+
+def _outside_the_store() -> int:
+    """The ``stacklevel`` that, given to ``warnings.warn`` in :func:`warn_all`,
+    names the nearest frame that is not one of this package's modules."""
+    frame = sys._getframe(2)  # warn_all's caller
+    level = 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        _STORE_PACKAGE
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 # -- one run --------------------------------------------------------------------------------------

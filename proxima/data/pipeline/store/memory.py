@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.lowlevel
 import attrs
 
-from ._core import (
-    Journal,
-    RunRow,
-    StageRef,
-    StageRow,
-    StoreCore,
-    begin_row,
-    check_begin_args,
-    warn_all,
-)
+from ._core import RunRow, StageRef, StageRow, StoreCore
+from ._rowstore import RowStore
 from ._signing import signer_for
-from .base import RunInfo
 from .codecs import Codec, PickleCodec
-
-if TYPE_CHECKING:
-    from .._model.results import PipelineResult
 
 __all__ = ["MemoryStore"]
 
@@ -158,7 +146,7 @@ class _MemoryTables:
         return self.runs_by_id.pop(run_id, None) is not None
 
 
-class MemoryStore:
+class MemoryStore(RowStore):
     """A store that keeps its rows in memory (see the module docstring).
 
     ``key``, ``codec`` as for :class:`SQLiteStore`. Safe to share between
@@ -173,7 +161,7 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._tables.runs_by_id)})"
 
-    def _run_locked(self, fn: Callable[..., T], *args: Any) -> T:
+    def _plain(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             return fn(self._tables, *args)
 
@@ -181,45 +169,4 @@ class MemoryStore:
         # In place: the lock is held only for dict operations (and encoding),
         # never across an await.
         await anyio.lowlevel.checkpoint()
-        return self._run_locked(fn, *args)
-
-    async def begin_run(
-        self,
-        *,
-        run_id: str,
-        pipeline_name: str,
-        graph_fingerprint: str,
-        started_at: float,
-        resume: str | None,
-        dependencies: Mapping[str, Sequence[str]] | None = None,
-    ) -> Journal:
-        """Record a new run (see :class:`Store`); raises ``RunNotFoundError`` or
-        ``ResumeConflictError`` for a ``resume=`` that cannot be taken."""
-        check_begin_args(run_id, pipeline_name, graph_fingerprint, started_at, resume)
-        row = begin_row(
-            run_id=run_id,
-            pipeline_name=pipeline_name,
-            graph_fingerprint=graph_fingerprint,
-            started_at=started_at,
-            dependencies=dependencies,
-        )
-        journal = Journal(self._core, self._call, run_id, None)
-        journal._resumed_from = await self._call(self._core.begin, row, resume, journal)
-        return journal
-
-    def runs(self, pipeline_name: str | None = None, limit: int = 50) -> list[RunInfo]:
-        """Recorded runs, newest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"runs(): limit must be an int >= 1, got {limit!r}")
-        return self._run_locked(self._core.runs, pipeline_name, limit)
-
-    def load(self, run_id: str) -> PipelineResult:
-        """The recorded result of ``run_id`` (values decoded again)."""
-        result, problems = self._run_locked(self._core.load, run_id)
-        warn_all(problems)
-        return result
-
-    def delete_run(self, run_id: str) -> bool:
-        """Delete a run and its stage rows; ``False`` if it was not there."""
-        deleted: bool = self._run_locked(_MemoryTables.delete_run, run_id)
-        return deleted
+        return self._plain(fn, *args)

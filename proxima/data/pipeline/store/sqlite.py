@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -36,17 +36,9 @@ import attrs
 from anyio.lowlevel import RunVar
 
 from . import _owner
-from ._core import (
-    Journal,
-    RunRow,
-    StageRef,
-    StageRow,
-    StoreCore,
-    begin_row,
-    check_begin_args,
-    warn_all,
-)
+from ._core import RunRow, StageRef, StageRow, StoreCore
 from ._errors import StoreError
+from ._rowstore import RowStore
 from ._signing import signer_for
 from .base import RunInfo
 from .codecs import Codec, PickleCodec
@@ -350,7 +342,7 @@ def _create_private(path: str) -> None:
     os.close(fd)
 
 
-class SQLiteStore:
+class SQLiteStore(RowStore):
     """A store in one SQLite file (see the module docstring for how it is
     written and why it is safe to kill).
 
@@ -510,7 +502,7 @@ class SQLiteStore:
                 queue.flushing = False
         assert mine.done
 
-    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+    def _plain(self, fn: Callable[..., T], *args: Any) -> T:
         """A plain call: its own connection, usable outside any event loop."""
         try:
             conn = self._connect()
@@ -536,47 +528,19 @@ class SQLiteStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- the Store protocol -----------------------------------------------------
-    async def begin_run(
-        self,
-        *,
-        run_id: str,
-        pipeline_name: str,
-        graph_fingerprint: str,
-        started_at: float,
-        resume: str | None,
-        dependencies: Mapping[str, Sequence[str]] | None = None,
-    ) -> Journal:
-        """Record a new run (see :class:`Store`); raises ``RunNotFoundError`` or
-        ``ResumeConflictError`` for a ``resume=`` that cannot be taken."""
-        check_begin_args(run_id, pipeline_name, graph_fingerprint, started_at, resume)
-        row = begin_row(
-            run_id=run_id,
-            pipeline_name=pipeline_name,
-            graph_fingerprint=graph_fingerprint,
-            started_at=started_at,
-            dependencies=dependencies,
-        )
-        journal = Journal(self._core, self._call, run_id, None)
-        resumed_from = await self._call(self._core.begin, row, resume, journal)
-        journal._resumed_from = resumed_from
-        return journal
-
+    # -- the Store protocol (RowStore), in this store's words -------------------
+    # Re-declared for their docstrings only: here they are plain calls, each on
+    # a connection of its own, which the shared wording does not say.
     def runs(self, pipeline_name: str | None = None, limit: int = 50) -> list[RunInfo]:
         """Recorded runs, newest first; a plain call (R13.7)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"runs(): limit must be an int >= 1, got {limit!r}")
-        return self._read(self._core.runs, pipeline_name, limit)
+        return super().runs(pipeline_name, limit)
 
     def load(self, run_id: str) -> PipelineResult:
         """The recorded result of ``run_id``; a plain call (R13.7). Values that
         cannot be verified or decoded are left ``None``, with a warning."""
-        result, problems = self._read(self._core.load, run_id)
-        warn_all(problems)
-        return result
+        return super().load(run_id)
 
     def delete_run(self, run_id: str) -> bool:
         """Delete a run and its stage rows; ``False`` if it was not there. Runs
         that restored values from it can no longer be resumed from those."""
-        deleted: bool = self._read(_SQLiteTables.delete_run, run_id)
-        return deleted
+        return super().delete_run(run_id)
