@@ -102,7 +102,7 @@ class Flow:
                     dependent.input = state.final.result  # type: ignore[union-attr]
                 else:
                     dependent.input = {
-                        states[d].stage.stage_id: states[d].final.result  # type: ignore[union-attr]
+                        (done := states[d]).stage.stage_id: done.final.result  # type: ignore[union-attr]
                         for d in deps
                     }
                 self._ready(dependent, now)

@@ -104,7 +104,7 @@ class Ledger:
     ) -> StageResult:
         """Give ``state`` its one terminal :class:`StageResult`."""
         state.status = status
-        state.end_wall = _wall()
+        state.end_wall = ended = _wall()
         stage = state.stage
         metrics = state.metrics
         if self._metrics_on and restored_from is None:
@@ -128,7 +128,7 @@ class Ledger:
         result.error = error
         result.exception = exc
         result.start_time = state.start_wall
-        result.end_time = state.end_wall
+        result.end_time = ended
         result.attempt_count = state.attempts
         result.metrics = metrics
         result.critical = stage.critical

@@ -25,7 +25,7 @@ import contextvars
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -219,13 +219,14 @@ class Run:
             return
         take = self.slots.take
         assert self._tg is not None
-        spawn: Callable[..., object] = self._tg.start_soon
-        run_in_root = self._root.run
+        spawn = self._tg.create_task
+        root = self._root
         while (state := take()) is not None:
             self._alive += 1
-            # Named after its stage (asyncio's task dumps and trio's show it),
-            # which also spares anyio working out a name per task.
-            run_in_root(spawn, self._attempt_task, state, name=state.stage.stage_id)
+            # In a copy of the root context; named after its stage (asyncio's
+            # and trio's task dumps show it), which also spares anyio working
+            # out a name per task.
+            spawn(self._attempt_task(state), name=state.stage.stage_id, context=root)
 
     def stop_if_cancelled(self) -> bool:
         """A cancel from another thread is visible on the context at once,
@@ -240,7 +241,10 @@ class Run:
         """Start waiting out ``state``'s retry delay, without a slot (R2.3)."""
         self._alive += 1
         self._delaying.add(state)
-        self._root.run(self._tg.start_soon, self._retry_task, state, delay)  # type: ignore[union-attr]
+        assert self._tg is not None
+        self._tg.create_task(
+            self._retry_task(state, delay), name=state.stage.stage_id, context=self._root
+        )
 
     async def _attempt_task(self, state: StageState) -> None:
         """One attempt; its slot and its task count are given back here only."""
@@ -254,7 +258,10 @@ class Run:
             raise
         finally:
             self.slots.give_back(state)
-            self._task_done()
+            self._alive -= 1  # _task_done(), written out: once per attempt
+            self._fill()
+            if self._alive == 0:
+                self._check_finished()
 
     async def _retry_task(self, state: StageState, delay: float) -> None:
         """Wait out a retry delay, then re-queue (R4.6: a stop ends it at once)."""
