@@ -197,6 +197,14 @@ import math
 value = math.sqrt(-1)
 """
 
+#: A module that takes its time to import: it says so, then waits for stdin.
+SLOW_IMPORT = """
+import sys
+
+print("slow: importing", file=sys.stderr, flush=True)
+sys.stdin.readline()
+"""
+
 
 def line_of(source: str, text: str) -> int:
     """The 1-based line of ``source`` that holds ``text``."""
@@ -210,6 +218,7 @@ def here(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "flows.py").write_text(FLOWS, encoding="utf-8")
     (folder / "single.py").write_text(SINGLE, encoding="utf-8")
     (folder / "broken.py").write_text(BROKEN, encoding="utf-8")
+    (folder / "slow_import.py").write_text(SLOW_IMPORT, encoding="utf-8")
     (folder / "sub").mkdir()
     return folder
 
@@ -434,16 +443,40 @@ def test_r14_4_graph_is_mermaid_by_default(here: Path) -> None:
 # -- Ctrl-C ----------------------------------------------------------------------------------------
 
 
+#: The private hook of ``proxima run`` (proxima/cli/run.py): set, the command
+#: prints PAUSED_AFTER_RUN once the run has ended and waits for stdin before
+#: it reports.
+PAUSE_AFTER_RUN = "_PROXIMA_TEST_PAUSE_AFTER_RUN"
+PAUSED_AFTER_RUN = "proxima-test: the run has ended, waiting for stdin"
+#: What a Ctrl-C after the run says (proxima/cli/interrupt.py).
+AFTER_THE_RUN = "Ctrl-C: the run has already ended; exiting."
+
+
 class Child:
     """``proxima run`` in its own process group, with its stderr read line by
-    line on a thread so that the test can wait for a given line."""
+    line on a thread so that the test can wait for a given line.
 
-    def __init__(self, here: Path, *args: str, json_output: bool = True) -> None:
+    ``hold_stdin`` gives it a stdin that never ends (nothing is written to
+    it); ``pause_after_run`` also sets the hook that makes it wait there once
+    the run has ended."""
+
+    def __init__(
+        self,
+        here: Path,
+        *args: str,
+        json_output: bool = True,
+        hold_stdin: bool = False,
+        pause_after_run: bool = False,
+    ) -> None:
         self.json_output = json_output
+        env = dict(os.environ)
+        if pause_after_run:
+            env[PAUSE_AFTER_RUN] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxima", "run", *args, *(["--json"] if json_output else [])],
             cwd=here,
-            stdin=subprocess.DEVNULL,
+            env=env,
+            stdin=subprocess.PIPE if hold_stdin or pause_after_run else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -491,7 +524,7 @@ class Child:
             self.proc.kill()
         self.proc.wait()
         self._reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
 
@@ -570,6 +603,55 @@ def test_r14_3_plain_progress_says_what_was_left_running(here: Path, children: l
     assert code == 130, err
     assert "blocking  CANCELLED" in out
     assert "blocking  left running: 1 worker thread still running" in out
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("ctrl_c", ["first", "second"])
+def test_r14_3_ctrl_c_after_the_run_ended_exits_130_at_once(
+    here: Path, children: list[Child], backend: str, ctrl_c: str
+) -> None:
+    """The event loop and its Ctrl-C watcher are gone, the summary not yet
+    written: a Ctrl-C there (the first, after a completed run, or the second,
+    after a graceful stop) ends the command at once with 130 and one line
+    saying so, not with a KeyboardInterrupt wherever the report was."""
+    target = "flows.py:completed" if ctrl_c == "first" else "flows.py:graceful"
+    child = Child(
+        here,
+        target,
+        "--backend",
+        backend,
+        "--no-progress",
+        json_output=False,
+        pause_after_run=True,
+    )
+    children.append(child)
+    if ctrl_c == "second":
+        child.wait_for("cooperative: started")
+        child.ctrl_c()
+        child.wait_for("Press Ctrl-C again to stop now.")
+    child.wait_for(PAUSED_AFTER_RUN)
+    child.ctrl_c()
+    code, out, err = child.finish()
+    assert code == 130, err
+    assert err.count(AFTER_THE_RUN) == 1, err
+    assert err.rstrip().endswith(AFTER_THE_RUN), err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    assert out == ""  # it left at once: no summary
+
+
+def test_r14_3_ctrl_c_before_the_run_exits_130_with_one_line(
+    here: Path, children: list[Child]
+) -> None:
+    child = Child(here, "slow_import.py:anything", json_output=False, hold_stdin=True)
+    children.append(child)
+    child.wait_for("slow: importing")
+    child.ctrl_c()
+    code, out, err = child.finish()
+    assert code == 130, err
+    assert err.splitlines()[-1] == "Ctrl-C: stopped.", err
+    assert "Traceback" not in err
+    assert out == ""
 
 
 # -- the store: --store, --resume, runs, show, report ----------------------------------------------

@@ -9,6 +9,7 @@ the pipeline library, anyio and the user's module only when it runs, so that
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -24,11 +25,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "proxima") -> int:
     return the exit status.
 
     A usage or validation error prints one line on stderr and returns 2;
-    Ctrl-C outside a run (while a module imports, say) returns 130; neither
-    prints a traceback.
+    Ctrl-C outside a run (while a module imports, say) prints one line and
+    returns 130; neither prints a traceback.
     """
     from .errors import EXIT_USAGE, UsageError
 
+    _ignore_ctrl_c_at_exit()
     try:
         app, cyclopts_error = _load_app(prog)
     except UsageError as exc:
@@ -44,13 +46,36 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "proxima") -> int:
         _error(f"{exc} (see {prog} --help)")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(file=sys.stderr)
+        # A terminal has just echoed "^C" without a newline.
+        start = "\n" if sys.stderr.isatty() else ""
+        print(f"{start}Ctrl-C: stopped.", file=sys.stderr, flush=True)
         return 130
     except BrokenPipeError:
         # The reader went away (`proxima runs | head`): say nothing more.
         _silence_stdout()
         return 1
     return status if isinstance(status, int) else 0
+
+
+def _ignore_ctrl_c_at_exit() -> None:
+    """Ignore SIGINT once the interpreter shuts down.
+
+    After the ``atexit`` callbacks Python puts back the default action of a
+    signal that has a Python handler, so a Ctrl-C in the last milliseconds
+    (while modules are torn down) would kill the process by SIGINT; a signal
+    ignored by then stays ignored. Registered once; it acts at exit only.
+    """
+    import atexit
+
+    atexit.unregister(_ignore_sigint)  # once, however often main() runs
+    atexit.register(_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _load_app(prog: str) -> tuple[App, type[Exception]]:

@@ -36,6 +36,8 @@ app = App(
     help_on_error=False,
     # Plain text needs no Markdown parser: a quicker `--help`.
     help_format="plaintext",
+    # Ctrl-C outside a run reaches main(), which says so on one line.
+    suppress_keyboard_interrupt=False,
 )
 
 

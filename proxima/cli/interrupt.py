@@ -12,6 +12,14 @@ trio alike) for as long as ``execute()`` runs, so Ctrl-C never surfaces as a
    without a grace period, and cleanup still runs (R5.6);
 3. later ones only say that cleanup is still going on.
 
+The receiver lives inside the event loop; once the run is over and the
+loop gone, :func:`after_the_run` takes over while the command reports: the
+work is done and recorded, nothing is left to stop, so a Ctrl-C there ends
+the command at once with status 130 and one line, instead of Python's
+``KeyboardInterrupt`` somewhere in the middle of the summary. (A Ctrl-C
+outside both, while the target imports say, is a ``KeyboardInterrupt``
+that ``main()`` turns into status 130.)
+
 Where signals cannot be received this way (Windows), Ctrl-C stays Python's
 ``KeyboardInterrupt``, and ``main()`` turns it into exit status 130. A
 process started with SIGINT ignored (``nohup``, a shell's background job)
@@ -20,8 +28,13 @@ keeps ignoring it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,7 +44,7 @@ import attrs
 if TYPE_CHECKING:
     from proxima.data.pipeline import Pipeline, PipelineResult
 
-__all__ = ["Interrupted", "execute_interruptibly"]
+__all__ = ["AFTER_THE_RUN", "Interrupted", "after_the_run", "execute_interruptibly"]
 
 
 @attrs.define
@@ -95,6 +108,43 @@ async def _watch_sigint(
                 _react(outcome.signals, pipeline, stop_now, notice)
     except NotImplementedError:  # pragma: no cover - Windows: KeyboardInterrupt as usual
         task_status.started()
+
+
+#: What a Ctrl-C after the run says.
+AFTER_THE_RUN = "Ctrl-C: the run has already ended; exiting."
+
+
+@contextlib.contextmanager
+def after_the_run(notice: Callable[[str], None]) -> Iterator[None]:
+    """While the command reports on a run that is over, a Ctrl-C exits at
+    once with status 130 (see the module docstring); the handler found is
+    put back at the end. A SIGINT ignored from the start stays ignored."""
+    previous = signal.getsignal(signal.SIGINT)
+    if (
+        previous is signal.SIG_IGN
+        or previous is None  # set outside Python: leave it alone
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        # Ignored from here on: a second Ctrl-C cannot interrupt the exit.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(Exception):  # a closed stderr: leave anyway
+            notice(AFTER_THE_RUN)
+        with contextlib.suppress(Exception):  # what the report printed so far
+            sys.stdout.flush()
+        # At once: a KeyboardInterrupt in the middle of the report could
+        # surface anywhere, be caught by what is printing it, or arrive while
+        # Python shuts down, when a SIGINT kills the process outright.
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _react(

@@ -73,14 +73,34 @@ def run_command(opts: RunOptions) -> int:
             extra["resume"] = opts.resume
     human = sys.stderr if opts.json else sys.stdout
     outcome = _execute(pipeline, initial_input, extra, opts, human)
-    result = outcome.result
-    if result is None:
-        print("Stopped before the run began.", file=sys.stderr)
-        return EXIT_STATUS["CANCELLED"]
-    _report(result, opts, store_path, human)
-    status = exit_status(result)
-    _exit_now_if_threads_remain(result, status)
-    return status
+    from .interrupt import after_the_run
+
+    with after_the_run(_notice):
+        _pause_for_tests()
+        result = outcome.result
+        if result is None:
+            print("Stopped before the run began.", file=sys.stderr)
+            return EXIT_STATUS["CANCELLED"]
+        _report(result, opts, store_path, human)
+        # A Ctrl-C during the run means 130, even one that came as the run
+        # was ending, too late to change its status.
+        status = EXIT_STATUS["CANCELLED"] if outcome.signals else exit_status(result)
+        _exit_now_if_threads_remain(result, status)
+        return status
+
+
+#: A private hook for tests/test_cli.py, not for users: with this variable
+#: set, ``proxima run`` prints ``_PAUSED_AFTER_RUN`` on stderr once the run has
+#: ended (the event loop and its Ctrl-C watcher are gone) and waits for a line
+#: on stdin before it reports, so that a test can send SIGINT in that window.
+_PAUSE_AFTER_RUN = "_PROXIMA_TEST_PAUSE_AFTER_RUN"
+_PAUSED_AFTER_RUN = "proxima-test: the run has ended, waiting for stdin"
+
+
+def _pause_for_tests() -> None:
+    if os.environ.get(_PAUSE_AFTER_RUN):
+        print(_PAUSED_AFTER_RUN, file=sys.stderr, flush=True)
+        sys.stdin.readline()
 
 
 def exit_status(result: PipelineResult) -> int:
@@ -155,14 +175,9 @@ def _execute(
     from .interrupt import execute_interruptibly
     from .progress import is_terminal, showing_progress
 
-    def notice(line: str) -> None:
-        # A terminal has just echoed "^C" without a newline.
-        start = "\n" if line.startswith("Ctrl-C:") and sys.stderr.isatty() else ""
-        print(start + line, file=sys.stderr, flush=True)
-
     async def main() -> Interrupted:
         execute = functools.partial(pipeline.execute, initial_input, **extra)
-        return await execute_interruptibly(pipeline, execute, notice)
+        return await execute_interruptibly(pipeline, execute, _notice)
 
     try:
         if opts.json:
@@ -175,6 +190,13 @@ def _execute(
     except PipelineException as exc:
         # Raised before any stage ran: e.g. an unknown run id to resume.
         raise UsageError(str(exc)) from None
+
+
+def _notice(line: str) -> None:
+    """A line about Ctrl-C for the user, on stderr."""
+    # A terminal has just echoed "^C" without a newline.
+    start = "\n" if line.startswith("Ctrl-C:") and sys.stderr.isatty() else ""
+    print(start + line, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
