@@ -134,6 +134,7 @@ class Ledger:
         result.critical = stage.critical
         result.restored_from = restored_from
         state.final = result
+        state.input = None  # no further attempt needs it: let it go now, not at the run's end
         self._ctx._results[stage.stage_id] = result
         if self.on_end is not None:
             self.on_end(state)
