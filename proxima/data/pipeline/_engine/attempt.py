@@ -14,7 +14,7 @@ import math
 import sys
 import time
 import types
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -64,6 +64,7 @@ class Outcome(NamedTuple):
 
 
 _tuple_new = tuple.__new__
+_E = TypeVar("_E", bound=BaseException)
 COMPLETED = OutcomeKind.COMPLETED
 _NOT_STARTED = Outcome(OutcomeKind.NOT_STARTED)
 _DEFERRED = Outcome(OutcomeKind.DEFERRED)
@@ -119,11 +120,11 @@ async def attempt(run: Run, state: StageState) -> Outcome:
         # exception of its own (asyncio), a BaseException like any other.
         return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=exc))
     except Exception as exc:
-        return _failure(run, state, started, wall, exc)
+        return _failure(run, state, started, wall, _unhooked(exc))
     except BaseExceptionGroup as group:
-        return await _group(run, state, started, wall, group, limit=timeout)
+        return await _group(run, state, started, wall, _unhooked(group), limit=timeout)
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: R5.6
-        return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=exc))
+        return _logged(run, state, started, wall, Outcome(OutcomeKind.FATAL, error=_unhooked(exc)))
     if run.stop.forced and not timed_out:
         # Returned after the grace period ran out (it swallowed or outlasted
         # the cancellation): too late to count (R5.2).
@@ -163,6 +164,19 @@ def _begin(run: Run, state: StageState) -> tuple[float, float, StageCall]:
         (stage.stage_id, state.attempts, stage.handler, ctx, state.input, ctx._results),
     )
     return started, wall, call
+
+
+def _unhooked(exc: _E) -> _E:
+    """``exc`` with this module's frame taken off the front of its traceback.
+
+    The stage's result keeps the exception, and that frame holds the run
+    (every stage's state, input and result): a user holding a failed result
+    would keep the whole run alive, in a reference cycle. The traceback then
+    starts where the stage's own code (or its executor) raised."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is _ATTEMPT_CODE:
+        exc.__traceback__ = tb.tb_next
+    return exc
 
 
 def _cancelled_from_outside(run: Run) -> bool:
@@ -225,3 +239,6 @@ def _logged(run: Run, state: StageState, started: float, wall: float, outcome: O
     logged = None if outcome.kind is OutcomeKind.TIMED_OUT else error
     run.ledger.log_attempt(state, started, wall, _LOG_NAMES[outcome.kind], logged)
     return outcome
+
+
+_ATTEMPT_CODE = attempt.__code__

@@ -151,7 +151,13 @@ class Run:
                     initial_input=self._initial_input,
                 )
                 self.flow.restored = self.durable.restored
-            return await self._supervised(sessions)
+            try:
+                return await self._supervised(sessions)
+            finally:
+                # The one reference cycle of a run (run -> emitter -> run.die):
+                # broken, so the run's stage states are freed when the run is
+                # dropped, not at the next garbage collection.
+                self.emitter.on_fatal = None
 
     async def _supervised(self, sessions: Sequence[ExecutorSession]) -> PipelineResult:
         ctx = self.ctx
