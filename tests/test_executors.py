@@ -209,6 +209,67 @@ async def coroutine_handler(ctx: Any, _: Any) -> str:
     return "coroutine"
 
 
+#: In the caller: one entry per pickling of a CountsPickles. In a worker: one
+#: entry per unpickling of one (each worker has its own copy of the list).
+PICKLED: list[str] = []
+LOADED: list[str] = []
+
+
+def _rebuilt_counter() -> CountsPickles:
+    LOADED.append("loaded")
+    return CountsPickles()
+
+
+class CountsPickles:
+    """A handler that counts how often it is pickled (in the caller) and
+    unpickled (in the worker, where it returns the count and its pid)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        PICKLED.append("pickled")
+        return (_rebuilt_counter, ())
+
+    def __call__(self, ctx: Any, value: Any) -> tuple[int, int]:
+        if ctx.stage_id == "a" and ctx.attempt == 1:
+            raise ValueError("the first attempt of 'a' fails")
+        return len(LOADED), os.getpid()
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("this handler cannot be rebuilt here")
+
+
+class LoadsNowhere:
+    """Pickles in the caller; its unpickling fails in the worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_load, ())
+
+    def __call__(self, ctx: Any, value: Any) -> None:
+        raise AssertionError("never called")
+
+
+def applies_its_input(ctx: Any, value: Any) -> Any:
+    return value["f"](value["x"])
+
+
+def describes_its_input(ctx: Any, value: Any) -> tuple[str, str, int]:
+    return type(value).__module__, type(value).__qualname__, value.x
+
+
+def reads_results_after_go(ready: str, go: str, ctx: Any, _: Any) -> tuple[Any, Any]:
+    tell_pid(ready)  # the attempt has started: its snapshot is taken
+    with open(go) as pipe:  # blocks until the test finished another stage
+        pipe.read()
+    up, late = ctx.get_stage_result("up"), ctx.get_stage_result("late")
+    return up.result, None if late is None else late.result
+
+
+def results_so_far(ctx: Any, value: Any) -> dict[str, Any]:
+    """The results of the stages before this one in the chain a, b, c, d."""
+    ids = "abcd"[: "abcd".index(ctx.stage_id)]
+    return {sid: getattr(ctx.get_stage_result(sid), "result", None) for sid in ids}
+
+
 class AsyncCallable:
     async def __call__(self, ctx: Any, _: Any) -> str:
         return "called"
@@ -488,6 +549,136 @@ async def test_r11_4_handler_exception_crosses_back_with_its_type_and_traceback(
             await run_call(session, call_of(raises_value_error))
     assert isinstance(caught.value.__cause__, RemoteTraceback)
     assert "raises_value_error" in str(caught.value.__cause__)
+
+
+async def test_r11_4_a_handler_is_pickled_once_per_run_and_unpickled_once_per_worker() -> None:
+    PICKLED.clear()
+    handler = CountsPickles()  # one object on three stages, four attempts
+    process = ProcessExecutor(max_workers=1)
+    pipeline = make_pipeline(
+        st("a", handler, executor=process),
+        st("b", handler, ["a"], executor=process),
+        st("c", handler, ["b"], executor=process),
+        retry=RETRY_ONCE,
+    )
+    result = await pipeline.execute()
+    assert result.status.name == "COMPLETED", result.stage_results
+    assert result.stage_results["a"].attempt_count == 2
+    assert PICKLED == ["pickled"]  # once in the caller
+    seen = {sid: result.stage_results[sid].result for sid in "abc"}
+    assert {loaded for loaded, _ in seen.values()} == {1}  # once in the worker
+    assert len({pid for _, pid in seen.values()}) == 1
+    assert seen["a"][1] != os.getpid()
+
+
+async def test_r11_4_a_handler_pickled_once_is_sent_again_to_each_new_worker() -> None:
+    PICKLED.clear()
+    handler = CountsPickles()
+    seen: list[tuple[int, int]] = []
+
+    async def call(sid: str) -> None:
+        seen.append(await run_call(session, call_of(handler, stage_id=sid)))
+
+    # The first two calls both find no idle worker (each waits for its
+    # worker's start-up): two workers, each sent the handler once.
+    async with ProcessExecutor(max_workers=2).session() as session, anyio.create_task_group() as tg:
+        for sid in ("x", "y", "z", "w"):
+            tg.start_soon(call, sid)
+    assert PICKLED == ["pickled"]
+    assert len({pid for _, pid in seen}) == 2
+    assert {loaded for loaded, _ in seen} == {1}  # each worker unpickled it once
+
+
+async def test_r11_4_a_handler_that_cannot_be_unpickled_fails_each_call_naming_its_stage() -> None:
+    handler = LoadsNowhere()
+    async with ProcessExecutor(max_workers=1).session() as session:
+        for sid in ("first", "second"):
+            with pytest.raises(RuntimeError) as caught:
+                await run_call(session, call_of(handler, stage_id=sid))
+            assert str(caught.value).startswith(
+                f"stage {sid!r}: the worker could not unpickle the handler: ValueError: "
+                "this handler cannot be rebuilt here"
+            )
+        assert await run_call(session, call_of(my_pid)) != os.getpid()  # the worker is fine
+
+
+async def test_r11_4_inputs_plain_pickle_cannot_take_go_by_cloudpickle() -> None:
+    offset = 10
+    async with ProcessExecutor(max_workers=1).session() as session:
+        value = {"f": lambda x: x + offset, "x": 1}  # a closure: plain pickle refuses
+        assert await run_call(session, call_of(applies_its_input, value)) == 11
+
+
+async def test_r11_4_an_object_of_main_crosses_by_value_though_plain_pickle_takes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class MainThing:
+        def __init__(self, x: int) -> None:
+            self.x = x
+
+    MainThing.__module__ = "__main__"
+    MainThing.__qualname__ = MainThing.__name__ = "ProximaTestMainThing"
+    # Now plain pickle finds it as __main__.ProximaTestMainThing, by
+    # reference, which the worker's __main__ does not have.
+    monkeypatch.setattr(sys.modules["__main__"], "ProximaTestMainThing", MainThing, raising=False)
+    async with ProcessExecutor(max_workers=1).session() as session:
+        seen = await run_call(session, call_of(describes_its_input, MainThing(5)))
+    assert seen == ("__main__", "ProximaTestMainThing", 5)
+
+
+async def test_r11_4_get_stage_result_sees_the_stages_finished_when_the_attempt_started(
+    fifo: Path, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    os.mkfifo(go)
+
+    def result_of(sid: str, value: int) -> StageResult:
+        return StageResult(stage_id=sid, stage_name=sid, status=StageStatus.COMPLETED, result=value)
+
+    finished: dict[str, Any] = {"up": result_of("up", 41)}  # live, as the engine's
+    handler = functools.partial(reads_results_after_go, str(fifo), str(go))
+    seen: list[Any] = []
+
+    async def call() -> None:
+        seen.append(await run_call(session, call_of(handler, finished=finished)))
+
+    def let_it_read() -> None:
+        with open(go, "w") as pipe:
+            pipe.write("go")
+
+    async with ProcessExecutor(max_workers=1).session() as session:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await read_pid(fifo)
+            finished["late"] = result_of("late", 7)  # finished after the start
+            await anyio.to_thread.run_sync(let_it_read)
+        assert seen == [(41, None)]
+        async with anyio.create_task_group() as tg:  # the next attempt sees it
+            tg.start_soon(call)
+            await read_pid(fifo)
+            await anyio.to_thread.run_sync(let_it_read)
+    assert seen == [(41, None), (41, 7)]
+
+
+async def test_r11_4_process_stages_in_a_chain_see_every_earlier_stages_result() -> None:
+    async def a(ctx: Any, _: Any) -> str:
+        return "from a"
+
+    pipeline = make_pipeline(
+        st("a", a),
+        st("b", results_so_far, ["a"], executor="process"),
+        st("c", results_so_far, ["b"], executor="process"),
+        st("d", results_so_far, ["c"], executor="process"),
+    )
+    result = await pipeline.execute()
+    assert result.status.name == "COMPLETED", result.stage_results
+    assert result.stage_results["b"].result == {"a": "from a"}
+    assert result.stage_results["c"].result == {"a": "from a", "b": {"a": "from a"}}
+    assert result.stage_results["d"].result == {
+        "a": "from a",
+        "b": {"a": "from a"},
+        "c": {"a": "from a", "b": {"a": "from a"}},
+    }
 
 
 # -- R11.5 / R11.6 killing and dying workers ------------------------------------------------------

@@ -36,7 +36,16 @@ import anyio.to_thread
 import attrs
 
 from ._errors import WorkerLostError
-from ._remote import ConfigCache, Encoded, Snapshot, cancellation_of, encode, finish
+from ._remote import (
+    ConfigCache,
+    Encoded,
+    FinishedLog,
+    HandlerCache,
+    Snapshot,
+    cancellation_of,
+    encode,
+    finish,
+)
 from .base import ExecutorSession, StageCall
 
 __all__ = ["DaskExecutor"]
@@ -263,16 +272,19 @@ class _DaskSession:
         self._restart = restart
         self._answers = answers
         self._configs = ConfigCache()
+        self._handlers = HandlerCache()
+        self._finished = FinishedLog()
         self._waiters = anyio.CapacityLimiter(math.inf)  # one thread per running task
         self._lock = threading.Lock()
         self._left: dict[str, tuple[str, str]] = {}  # task key -> (stage id, what runs)
         self._threads: list[threading.Thread] = []
 
     async def call(self, call: StageCall) -> Any:
-        encoded = encode(call, "Dask", self._configs)  # raises before anything is sent
+        # Raises before anything is sent.
+        encoded = encode(call, "Dask", self._configs, self._handlers)
         key = f"proxima-{call.stage_id}-{call.attempt}-{uuid.uuid4().hex}"
         where = f"stage {call.stage_id!r} (attempt {call.attempt})"
-        self._answers.register(key, Snapshot(call))
+        self._answers.register(key, Snapshot(call, self._finished))
         try:
             return await self._run(call, encoded, key, where)
         finally:

@@ -42,7 +42,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._checks import max_workers_field
 from ._errors import WorkerLostError
-from ._remote import ConfigCache, Encoded, Snapshot, encode, finish
+from ._remote import ConfigCache, Encoded, FinishedLog, HandlerCache, Snapshot, encode, finish
 from .base import ExecutorSession, StageCall
 
 __all__ = ["ProcessExecutor"]
@@ -99,6 +99,33 @@ class _Worker:
         self.pid = process.pid
         self._stdin = cast(anyio.abc.ByteSendStream, process.stdin)
         self._stdout = BufferedByteReceiveStream(cast(anyio.abc.ByteReceiveStream, process.stdout))
+        #: The keys of the handlers this worker was sent (it keeps them
+        #: unpickled), and the last config blob it was sent.
+        self.handlers: set[int] = set()
+        self.config: bytes | str | None = None
+
+    def call_message(self, call: Encoded) -> tuple[Any, ...]:
+        """The call as it goes to this worker: the handler and the config
+        only if it does not have them yet (``None`` otherwise)."""
+        handler: bytes | None = call.handler
+        if call.handler_key in self.handlers:
+            handler = None
+        else:
+            self.handlers.add(call.handler_key)
+        config: bytes | str | None = call.config
+        if config is self.config:
+            config = None
+        else:
+            self.config = config
+        return (
+            call.stage_id,
+            call.attempt,
+            call.pipeline_id,
+            config,
+            call.handler_key,
+            handler,
+            call.input,
+        )
 
     async def send(self, message: tuple[Any, ...]) -> None:
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -167,14 +194,17 @@ class _ProcessSession:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._configs = ConfigCache()
+        self._handlers = HandlerCache()
+        self._finished = FinishedLog()
 
     def still_running(self) -> dict[str, str]:
         """Nothing: a process stage's worker is killed, never abandoned."""
         return {}
 
     async def call(self, call: StageCall) -> Any:
-        encoded = encode(call, "process", self._configs)  # raises before anything starts
-        snapshot = Snapshot(call)
+        # Raises before anything starts.
+        encoded = encode(call, "process", self._configs, self._handlers)
+        snapshot = Snapshot(call, self._finished)
         async with self._limiter:
             worker = await self._checkout()
             reply = await self._exchange(worker, encoded, snapshot)
@@ -201,7 +231,7 @@ class _ProcessSession:
         A cancellation kills the worker (R11.5); a broken pipe means it
         died (R11.6)."""
         try:
-            await worker.send(attrs.astuple(call, recurse=False))
+            await worker.send(worker.call_message(call))
             while True:
                 reply = await worker.receive()
                 if reply[0] != "ask":

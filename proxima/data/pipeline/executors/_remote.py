@@ -3,7 +3,9 @@ a worker, and the worker's reply turned back into a value (R11.4)."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -14,7 +16,17 @@ from ._errors import NotPicklableError
 from ._pickling import dumps, loads, unpack_exception
 from .base import StageCall
 
-__all__ = ["Answer", "ConfigCache", "Encoded", "Snapshot", "cancellation_of", "encode", "finish"]
+__all__ = [
+    "Answer",
+    "ConfigCache",
+    "Encoded",
+    "FinishedLog",
+    "HandlerCache",
+    "Snapshot",
+    "cancellation_of",
+    "encode",
+    "finish",
+]
 
 #: An answer to a worker's question: ("value", pickle), ("missing",) or
 #: ("error", why the value could not be sent).
@@ -31,6 +43,9 @@ class Encoded:
     #: The run's config pickled, or why it could not be (then ``ctx.config``
     #: raises that in the worker, and nothing else is hurt).
     config: bytes | str
+    #: The handler's key in the session's :class:`HandlerCache` (a worker
+    #: that has its blob already may keep it unpickled under that key).
+    handler_key: int
     handler: bytes
     input: bytes
 
@@ -53,7 +68,28 @@ class ConfigCache:
         return blob
 
 
-def encode(call: StageCall, executor: str, configs: ConfigCache) -> Encoded:
+class HandlerCache:
+    """Each distinct handler is pickled once per session, at its first call,
+    not once per call. Keyed by the handler object's ``id``, which cannot be
+    reused while the cache holds the handler; a session's cache ends with it.
+    A handler that cannot be pickled is not remembered: each of its calls
+    fails the same way, before anything is sent."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[int, tuple[Any, bytes]] = {}
+
+    def pickled(self, handler: Any, where: str) -> tuple[int, bytes]:
+        """(the handler's key, its pickle)."""
+        key = id(handler)
+        known = self._blobs.get(key)
+        if known is not None:
+            return key, known[1]
+        blob = dumps(handler, f"{where}: the handler {handler!r}")
+        self._blobs[key] = (handler, blob)  # the handler held: its id stays its own
+        return key, blob
+
+
+def encode(call: StageCall, executor: str, configs: ConfigCache, handlers: HandlerCache) -> Encoded:
     """Pickle the call, or raise naming the stage and the part that would not
     go, before anything is sent (R11.4)."""
     where = f"stage {call.stage_id!r}"
@@ -62,12 +98,14 @@ def encode(call: StageCall, executor: str, configs: ConfigCache) -> Encoded:
             f"{where}: the {executor} executor runs plain functions, and the handler "
             f"{call.handler!r} is async; run it on 'inline' (or 'auto')"
         )
+    key, handler = handlers.pickled(call.handler, where)
     return Encoded(
         stage_id=call.stage_id,
         attempt=call.attempt,
         pipeline_id=call.context.pipeline_id,
         config=configs.pickled(getattr(call.context, "config", None)),
-        handler=dumps(call.handler, f"{where}: the handler {call.handler!r}"),
+        handler_key=key,
+        handler=handler,
         input=dumps(call.input, f"{where}: the input"),
     )
 
@@ -95,21 +133,84 @@ def finish(reply: tuple[Any, ...], call: StageCall) -> Any:
     return value
 
 
+class FinishedLog:
+    """Where each finished stage's result stands in ``StageCall.finished``,
+    kept per session, so that a snapshot costs O(1) per call however many
+    stages have finished, instead of a copy of them all.
+
+    The engine's mapping only grows, in finishing order (a result is added
+    once, when its stage ends; see ``StageCall.finished``): so "finished
+    when the attempt started" is "among the first ``n`` entries", with ``n``
+    its length then. Each call notes the entries added since the last one
+    (reading from the end, O(new entries)); a lookup is two dict reads,
+    safe from another thread (the Dask session answers in one).
+    """
+
+    __slots__ = ("_order", "_source")
+
+    def __init__(self) -> None:
+        self._source: Mapping[str, Any] | None = None
+        self._order: dict[str, int] = {}
+
+    def mark(self, finished: Mapping[str, Any]) -> tuple[dict[str, int], int] | None:
+        """(the positions, the count now) for a snapshot of ``finished``;
+        ``None`` if this mapping cannot be followed so (then copy it)."""
+        count = len(finished)
+        order = self._order
+        if finished is not self._source or count < len(order):
+            # Another mapping (a hand-built call), or one that shrank: start
+            # a new record, leaving the old one to the snapshots holding it.
+            self._source, order = finished, {}
+            self._order = order
+        seen = len(order)
+        if count > seen:
+            # dict and mappingproxy read back from the end; a Mapping without
+            # __reversed__ would "reverse" by integer indexing: never that.
+            back = getattr(finished, "__reversed__", None)
+            if back is None:
+                self._source = None
+                return None
+            added: list[str] = list(itertools.islice(back(), count - seen))
+            for position, stage_id in enumerate(reversed(added), seen):
+                order[stage_id] = position
+        return order, count
+
+
 class Snapshot:
     """The caller's state as an attempt starts, served to its worker's
     stand-in one value at a time when asked (R11.4): a stage pays only for
     what it reads, and a value that cannot be pickled fails only its read.
 
-    Shallow copies: a value changed in place later is seen changed, as it
-    would be by an inline stage; a key set or a stage finished later is not.
+    The shared data is copied (shallow); the finished results are not: a
+    lookup reads the engine's mapping and answers only for a stage that had
+    finished when the attempt started (see :class:`FinishedLog`). A value
+    changed in place later is seen changed, as it would be by an inline
+    stage; a key set or a stage finished later is not.
     """
 
-    __slots__ = ("_ctx", "_data", "_finished")
+    __slots__ = ("_count", "_ctx", "_data", "_finished", "_order")
 
-    def __init__(self, call: StageCall) -> None:
+    def __init__(self, call: StageCall, log: FinishedLog) -> None:
         self._ctx = call.context
         self._data = dict(call.context.data)
-        self._finished = dict(call.finished)
+        finished = call.finished
+        marked = log.mark(finished) if finished else None
+        if marked is None:
+            self._finished: Mapping[str, Any] = dict(finished)
+            self._order: dict[str, int] | None = None
+            self._count = 0
+        else:
+            self._finished = finished
+            self._order, self._count = marked
+
+    def result(self, stage_id: Any) -> Any:
+        """The result of ``stage_id`` if it had finished at the start, else ``None``."""
+        order = self._order
+        if order is not None:
+            position = order.get(stage_id)
+            if position is None or position >= self._count:
+                return None
+        return self._finished.get(stage_id)
 
     def answer(self, what: str, key: Any) -> Answer:
         """``what``: "get" (a key), "keys", "result" (a stage id) or "cancelled"."""
@@ -123,7 +224,7 @@ class Snapshot:
                 return ("missing",)
             value = self._data[key]
         else:
-            value = self._finished.get(key)
+            value = self.result(key)
         try:
             return ("value", dumps(value, "it"))
         except NotPicklableError as exc:

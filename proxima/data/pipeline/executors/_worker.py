@@ -36,6 +36,9 @@ __all__ = [
     "DaskSource",
     "PipeSource",
     "Reply",
+    "Unloadable",
+    "call_handler",
+    "load_handler",
     "main",
     "run_dask_task",
     "run_handler",
@@ -49,11 +52,31 @@ Reply = tuple[str, Any, Any]
 
 def run_handler(ctx: WorkerContext, handler_blob: bytes, input_blob: bytes) -> Reply:
     """Unpickle the handler and its input, call it, and pack what came of it."""
-    stage = ctx.stage_id
+    return call_handler(ctx, load_handler(handler_blob), input_blob)
+
+
+class Unloadable:
+    """A handler the worker could not unpickle: each call of it says why."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def load_handler(blob: bytes) -> Any:
+    """The handler unpickled, or an :class:`Unloadable` saying why not."""
     try:
-        handler = loads(handler_blob)
+        return loads(blob)
     except Exception as exc:
-        return _raised(exc, f"stage {stage!r}: the worker could not unpickle the handler")
+        return Unloadable(exc)
+
+
+def call_handler(ctx: WorkerContext, handler: Any, input_blob: bytes) -> Reply:
+    """Unpickle the input, call the handler, and pack what came of it."""
+    stage = ctx.stage_id
+    if isinstance(handler, Unloadable):
+        return _raised(handler.error, f"stage {stage!r}: the worker could not unpickle the handler")
     try:
         value_in = loads(input_blob)
     except Exception as exc:
@@ -284,11 +307,23 @@ def main() -> None:
     os.close(null)
     os.dup2(2, 1)  # the handler's prints go to stderr, never into the pipe
     channel = Channel(reader, writer)
+    # The handlers of this worker's session, unpickled once each (a worker
+    # serves one session, so this is bounded by the pipeline's handlers);
+    # and the run's config, sent again only when it changes.
+    handlers: dict[int, Any] = {}
+    config: bytes | str = ""
     while True:
         message = channel.receive()
         if message is None:
             return
-        stage_id, attempt, pipeline_id, config, handler_blob, input_blob = message
+        stage_id, attempt, pipeline_id, new_config, key, handler_blob, input_blob = message
+        if new_config is not None:
+            config = new_config
+        if handler_blob is not None:
+            handlers[key] = load_handler(handler_blob)
+        handler = handlers.get(key)
+        if handler is None:  # the session sends each handler before its first use
+            handler = Unloadable(LookupError(f"no handler under key {key}"))
         ctx = WorkerContext(
             stage_id=stage_id,
             attempt=attempt,
@@ -296,8 +331,8 @@ def main() -> None:
             config=config,
             source=PipeSource(channel, stage_id),
         )
-        channel.send(run_handler(ctx, handler_blob, input_blob))
-        del ctx, message, handler_blob, input_blob
+        channel.send(call_handler(ctx, handler, input_blob))
+        del ctx, message, handler, handler_blob, input_blob
 
 
 if __name__ == "__main__":  # pragma: no cover - started by the process executor

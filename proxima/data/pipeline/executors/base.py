@@ -59,7 +59,9 @@ class StageCall(NamedTuple):
     #: The stage's input (R3.1-R3.3).
     input: Any
     #: Results of the stages that finished so far, by id (for a stand-in's
-    #: ``get_stage_result``).
+    #: ``get_stage_result``). The engine's own, live: it only grows, one
+    #: entry per stage added when the stage ends, so an executor snapshots
+    #: it as its length (``_remote.FinishedLog``) rather than by a copy.
     finished: Mapping[str, Any] = MappingProxyType({})
 
 
