@@ -272,7 +272,7 @@ class _DaskSession:
         self._restart = restart
         self._answers = answers
         self._configs = ConfigCache()
-        self._handlers = HandlerCache()
+        self._handlers = HandlerCache("Dask")
         self._finished = FinishedLog()
         self._waiters = anyio.CapacityLimiter(math.inf)  # one thread per running task
         self._lock = threading.Lock()
@@ -281,7 +281,7 @@ class _DaskSession:
 
     async def call(self, call: StageCall) -> Any:
         # Raises before anything is sent.
-        encoded = encode(call, "Dask", self._configs, self._handlers)
+        encoded = encode(call, self._configs, self._handlers)
         key = f"proxima-{call.stage_id}-{call.attempt}-{uuid.uuid4().hex}"
         where = f"stage {call.stage_id!r} (attempt {call.attempt})"
         self._answers.register(key, Snapshot(call, self._finished))

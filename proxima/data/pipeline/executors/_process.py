@@ -194,7 +194,7 @@ class _ProcessSession:
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._configs = ConfigCache()
-        self._handlers = HandlerCache()
+        self._handlers = HandlerCache("process")
         self._finished = FinishedLog()
 
     def still_running(self) -> dict[str, str]:
@@ -203,7 +203,7 @@ class _ProcessSession:
 
     async def call(self, call: StageCall) -> Any:
         # Raises before anything starts.
-        encoded = encode(call, "process", self._configs, self._handlers)
+        encoded = encode(call, self._configs, self._handlers)
         snapshot = Snapshot(call, self._finished)
         async with self._limiter:
             worker = await self._checkout()

@@ -69,13 +69,15 @@ class ConfigCache:
 
 
 class HandlerCache:
-    """Each distinct handler is pickled once per session, at its first call,
-    not once per call. Keyed by the handler object's ``id``, which cannot be
-    reused while the cache holds the handler; a session's cache ends with it.
-    A handler that cannot be pickled is not remembered: each of its calls
-    fails the same way, before anything is sent."""
+    """Each distinct handler is checked and pickled once per session, at its
+    first call, not once per call. Keyed by the handler object's ``id``,
+    which cannot be reused while the cache holds the handler; a session's
+    cache ends with it. A handler that is refused (async, or not picklable)
+    is not remembered: each of its calls fails the same way, before anything
+    is sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: str) -> None:
+        self._executor = executor
         self._blobs: dict[int, tuple[Any, bytes]] = {}
 
     def pickled(self, handler: Any, where: str) -> tuple[int, bytes]:
@@ -84,20 +86,20 @@ class HandlerCache:
         known = self._blobs.get(key)
         if known is not None:
             return key, known[1]
+        if is_async_callable(handler):
+            raise TypeError(
+                f"{where}: the {self._executor} executor runs plain functions, and the handler "
+                f"{handler!r} is async; run it on 'inline' (or 'auto')"
+            )
         blob = dumps(handler, f"{where}: the handler {handler!r}")
         self._blobs[key] = (handler, blob)  # the handler held: its id stays its own
         return key, blob
 
 
-def encode(call: StageCall, executor: str, configs: ConfigCache, handlers: HandlerCache) -> Encoded:
+def encode(call: StageCall, configs: ConfigCache, handlers: HandlerCache) -> Encoded:
     """Pickle the call, or raise naming the stage and the part that would not
     go, before anything is sent (R11.4)."""
     where = f"stage {call.stage_id!r}"
-    if is_async_callable(call.handler):
-        raise TypeError(
-            f"{where}: the {executor} executor runs plain functions, and the handler "
-            f"{call.handler!r} is async; run it on 'inline' (or 'auto')"
-        )
     key, handler = handlers.pickled(call.handler, where)
     return Encoded(
         stage_id=call.stage_id,
@@ -170,9 +172,12 @@ class FinishedLog:
             if back is None:
                 self._source = None
                 return None
-            added: list[str] = list(itertools.islice(back(), count - seen))
-            for position, stage_id in enumerate(reversed(added), seen):
-                order[stage_id] = position
+            if count == seen + 1:  # the usual case: one stage ended since
+                order[next(back())] = seen
+            else:
+                added: list[str] = list(itertools.islice(back(), count - seen))
+                for position, stage_id in enumerate(reversed(added), seen):
+                    order[stage_id] = position
         return order, count
 
 
