@@ -529,7 +529,7 @@ class SQLiteStore(RowStore):
         self.close()
 
     # -- the Store protocol (RowStore), in this store's words -------------------
-    # Re-declared for their docstrings only: here they are plain calls, each on
+    # Declared again for their docstrings only: here they are plain calls, each on
     # a connection of its own, which the shared wording does not say.
     def runs(self, pipeline_name: str | None = None, limit: int = 50) -> list[RunInfo]:
         """Recorded runs, newest first; a plain call (R13.7)."""
