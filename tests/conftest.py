@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import signal
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -26,6 +27,15 @@ from typing import Any
 import anyio
 import pytest
 from hypothesis import HealthCheck, settings
+
+# A runner may start the suite with SIGINT ignored (a background job of a
+# non-interactive shell is started so), and an ignored signal stays ignored
+# in every process started from here: the command line then keeps ignoring
+# Ctrl-C, as it must under nohup (R14.3), and the tests that press Ctrl-C at
+# a real `proxima run` would wait forever. They stand for a terminal, where
+# SIGINT reaches the foreground process, so the suite runs with it handled.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The default run keeps property tests to a few minutes in all; `nox -s
 # properties` selects the larger budget.
